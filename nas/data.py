@@ -437,6 +437,25 @@ def train_val_split(data: TensorData, val_size: int | float, seed: int, *,
     return data.subset(train_idx), data.subset(val_idx), split
 
 
+def load_train_val(record: dict, root: str | None = None) -> tuple[TensorData, TensorData]:
+    """Rebuilds the (train, val) split a checkpoint recorded, checking its fingerprint.
+
+    Args:
+        record: the ``split`` dict returned by :func:`train_val_split` (``dataset``, ``seed``,
+            ``val_size``, ``val_indices_sha256``), as stored in a checkpoint.
+        root: where the data set lives (see :func:`load_dataset`).
+
+    Raises:
+        DataError: the data set is missing or differs from the one the record was made on.
+    """
+    data = load_dataset(record["dataset"], "train", root=root)
+    if not isinstance(data, TensorData):
+        raise DataError(f"{record['dataset']}: only in-memory data sets can be re-split here")
+    train, val, _ = train_val_split(data, record["val_size"], record["seed"],
+                                    expected_sha256=record["val_indices_sha256"])
+    return train, val
+
+
 def _derive_seed(seed: int, *keys: int) -> int:
     """A 63-bit seed for the stream ``(seed, *keys)``, independent of other key tuples."""
     state = np.random.SeedSequence(seed, spawn_key=keys).generate_state(1, dtype=np.uint64)

@@ -253,3 +253,13 @@ def test_imagefolder_batches_from_generated_pngs(tmp_path):
     (tmp_path / "val" / "bird").mkdir()
     with pytest.raises(DataError, match="same class subfolders"):
         load_dataset(f"imagefolder:{tmp_path}", "test")
+
+
+def test_load_train_val_rebuilds_the_recorded_split_and_detects_a_different_one():
+    from nas.data import load_train_val
+    data = load_dataset("fashion-mnist-small")
+    _, val, record = train_val_split(data, 500, 3)
+    _, val_again = load_train_val(record)
+    assert torch.equal(val.images, val_again.images) and torch.equal(val.labels, val_again.labels)
+    with pytest.raises(DataError, match="fingerprint"):
+        load_train_val({**record, "val_indices_sha256": "0" * 64})
