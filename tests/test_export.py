@@ -162,3 +162,23 @@ def test_load_subnet_of_a_bad_folder(tmp_path):
     (tmp_path / "metadata.json").write_text('{"format": "something-else"}')
     with pytest.raises(CheckpointError, match="not the metadata of an exported subnet"):
         load_subnet(tmp_path)
+
+
+def test_finetune_reports_before_and_after_and_keeps_the_folder_valid(checkpoint, tmp_path, capsys):
+    out = tmp_path / "ft"
+    export_subnet(checkpoint, ARCH, out, config=ExportConfig(formats=("torch", "pt2"), calib_images=256))
+    before = load_metadata(out)["metrics"]["test_top1"]
+    weights_before = load_subnet(out).state_dict()
+    assert main(["finetune", str(out), "--epochs", "1", "--lr", "0.05", "--batch-size", "512"]) == 0
+    printed = capsys.readouterr().out
+    metadata = load_metadata(out)
+    assert metadata["finetune"]["before"]["test_top1"] == pytest.approx(before, abs=1e-6)
+    after = metadata["finetune"]["after"]["test_top1"]
+    assert metadata["metrics"]["test_top1"] == after and f"{100 * after:.2f}%" in printed
+    model = load_subnet(out)
+    changed = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, weights_before[k])]
+    assert any(k.endswith("weight") and ".edges." in k for k in changed)
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.pt2", "state_dict.pt"]
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(out / "model.pt2").module()(x), model(x), atol=1e-4, rtol=0)
