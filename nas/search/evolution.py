@@ -1,0 +1,262 @@
+"""Evolutionary searchers: NSGA-II for several objectives, regularized evolution for one.
+
+* :class:`NSGA2` (Deb et al. 2002): a population ranked by constrained non-dominated sorting and
+  crowding distance; parents by binary tournament; children by the space's uniform crossover
+  and single-choice mutation; elitist survival of the best ``population`` of parents and
+  children.
+* :class:`RegularizedEvolution` (aging evolution, Real et al. 2019): tournament of ``sample``
+  among the ``population`` most recent candidates, mutate the winner, the oldest dies.
+  Constraints (a latency budget per device, ``params<=...``) are handled by Deb's rules: a
+  feasible candidate beats an infeasible one, two infeasible ones compare by violation, so the
+  population is pulled into the feasible region. If ``infeasible_patience`` evaluations bring no
+  feasible candidate, the constraints are reported as infeasible (:class:`InfeasibleError`)
+  instead of spending the budget.
+
+Both are surrogate-assisted by default (:mod:`nas.search.surrogate`): each needed child is
+drawn ``candidates_per_child`` times, a model fitted on everything evaluated so far predicts the
+proposals, and only the best predicted are queried. NSGA-II pre-selects by non-dominated sorting
+of the predictions (made optimistic by ``optimism`` standard deviations) together with the
+evaluated archive; regularized evolution by predicted feasibility, then predicted objective.
+
+Both are deterministic given the ``random.Random`` they get and the metrics they receive, which
+is what makes a killed search resumable by replaying its history. Torch-free.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from nas.candidate import Candidate
+from nas.errors import NASError
+from nas.pareto import crowding_distance, non_dominated_sort
+from nas.search.objectives import Problem
+from nas.search.oracle import Oracle
+from nas.search.surrogate import Surrogate
+from nas.space import Arch
+
+
+class InfeasibleError(NASError):
+    """No evaluated candidate satisfies the constraints, and the search gave up looking."""
+
+
+def check_feasible(oracle: Oracle, patience: int | None) -> None:
+    """Raises :class:`InfeasibleError` once ``patience`` evaluations (or the whole budget)
+    brought no candidate that satisfies the constraints."""
+    problem = oracle.problem
+    cands = oracle.candidates
+    if not problem.constraints or not cands:
+        return
+    if patience is not None and len(cands) < patience and oracle.remaining > 0:
+        return
+    if any(problem.feasible(c.metrics) for c in cands):
+        return
+    closest = min(cands, key=lambda c: problem.violation(c.metrics))
+    values = ", ".join(f"{c.metric.key}={closest.metrics.get(c.metric.key, float('nan')):.4g}"
+                       for c in problem.constraints)
+    raise InfeasibleError(
+        f"no candidate satisfies {' and '.join(c.text for c in problem.constraints)} after "
+        f"{len(cands)} evaluations; the closest ({closest.arch}) has {values}. The constraints "
+        "look infeasible for this space and device: relax them")
+
+
+class _Assisted:
+    """Shared by the evolutionary searchers: the surrogate and the proposal pre-selection."""
+
+    def __init__(self, surrogate: bool, candidates_per_child: int, infeasible_patience: int | None):
+        if candidates_per_child < 1:
+            raise ValueError(f"candidates_per_child must be >= 1, got {candidates_per_child}")
+        self.surrogate = surrogate
+        self.candidates_per_child = candidates_per_child if surrogate else 1
+        self.infeasible_patience = infeasible_patience
+
+    def _children(self, oracle: Oracle, make, n: int, rng: random.Random) -> list[Arch]:
+        """``n`` children to evaluate: drawn ``candidates_per_child`` times over and pre-selected
+        by the surrogate when it is on."""
+        proposals = oracle.propose(make, n * self.candidates_per_child, rng)
+        if len(proposals) <= n or not self.surrogate:
+            return proposals[:n]
+        model = self._model(oracle)
+        if not model.fit(oracle.candidates):
+            return proposals[:n]
+        order = self._preselect(oracle, proposals, model.predict(proposals))
+        return [proposals[i] for i in order[:n]]
+
+    def _model(self, oracle: Oracle) -> Surrogate:
+        if getattr(self, "_surrogate_model", None) is None:
+            self._surrogate_model = Surrogate(oracle.space, oracle.problem.keys,
+                                              floor_quantile=self._floor(oracle.problem))
+        return self._surrogate_model
+
+    def _floor(self, problem: Problem) -> dict[str, float]:
+        return {}
+
+    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
+        raise NotImplementedError
+
+    def _initial(self, oracle: Oracle, n: int, rng: random.Random) -> list[Arch]:
+        """The initial population: uniform samples, led by the smallest arch when there are
+        constraints (it is the likeliest to fit a budget, and tells early if none can)."""
+        space = oracle.space
+        first = [space.min_arch()] if oracle.problem.constraints else []
+        first = [a for a in first if not oracle.seen(a)][:n]
+        taken = set(first)
+        rest = oracle.propose(lambda: space.sample(rng), n, rng)
+        return (first + [a for a in rest if a not in taken])[:n]
+
+
+def _predicted_metrics(pred: dict, i: int, optimism: float, problem: Problem) -> dict[str, float]:
+    """The i-th proposal's predicted metrics, shifted ``optimism`` standard deviations towards
+    the better side of each objective."""
+    out = {}
+    for key, (mean, std) in pred.items():
+        out[key] = float(mean[i])
+    for o in problem.objectives:
+        mean, std = pred[o.key]
+        out[o.key] = float(mean[i] + (optimism if o.maximize else -optimism) * std[i])
+    return out
+
+
+class RegularizedEvolution(_Assisted):
+    """Aging evolution maximising one objective under constraints (see the module docstring).
+
+    Args:
+        population: candidates kept (the most recent).
+        sample: tournament size.
+        initial: uniform samples evaluated first (in one batch).
+        batch_size: children per evaluator call (> 1 for parallel or successive-halving
+            evaluation).
+        surrogate: rank proposals with the surrogate.
+        candidates_per_child: proposals drawn per child queried when the surrogate is on.
+        floor_quantile: the surrogate's targets below this quantile are raised to it (it
+            then ranks the top of the distribution well instead of broken archs).
+        infeasible_patience: evaluations without a feasible candidate before giving up.
+    """
+
+    name = "regularized_evolution"
+
+    def __init__(self, *, population: int = 50, sample: int = 10, initial: int = 20,
+                 batch_size: int = 1, surrogate: bool = True, candidates_per_child: int = 10,
+                 floor_quantile: float = 0.5, infeasible_patience: int | None = 30):
+        super().__init__(surrogate, candidates_per_child, infeasible_patience)
+        if not 1 <= sample <= population:
+            raise ValueError(f"need 1 <= sample <= population, got {sample} and {population}")
+        if initial < 1 or batch_size < 1:
+            raise ValueError("initial and batch_size must be >= 1")
+        self.population, self.sample, self.initial = population, sample, initial
+        self.batch_size, self.floor_quantile = batch_size, floor_quantile
+
+    def _floor(self, problem: Problem) -> dict[str, float]:
+        o = problem.objectives[0]
+        return {o.key: self.floor_quantile} if o.maximize and self.floor_quantile else {}
+
+    def _key(self, problem: Problem, metrics) -> tuple[float, float]:
+        return problem.violation(metrics), problem.objectives[0].loss(metrics)
+
+    def run(self, oracle: Oracle, rng: random.Random) -> None:
+        """Evolves until the budget (or the space) is exhausted."""
+        problem, space = oracle.problem, oracle.space
+        if len(problem.objectives) != 1:
+            raise ValueError("regularized evolution optimises one objective; use NSGA2")
+        pop: deque[Candidate] = deque(maxlen=self.population)
+        pop.extend(oracle.evaluate(self._initial(oracle, self.initial, rng)))
+
+        def make() -> Arch:
+            contenders = rng.sample(list(pop), min(self.sample, len(pop)))
+            parent = min(contenders, key=lambda c: self._key(problem, c.metrics))
+            return space.mutate(parent.arch, rng)
+
+        while oracle.remaining > 0 and pop:
+            check_feasible(oracle, self.infeasible_patience)
+            children = self._children(oracle, make, min(self.batch_size, oracle.remaining), rng)
+            if not children:
+                return
+            pop.extend(oracle.evaluate(children))
+        check_feasible(oracle, self.infeasible_patience)
+
+    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
+        problem = oracle.problem
+        keys = [self._key(problem, _predicted_metrics(pred, i, 0.0, problem))
+                for i in range(len(proposals))]
+        return sorted(range(len(proposals)), key=lambda i: (keys[i], i))
+
+
+class NSGA2(_Assisted):
+    """NSGA-II over several objectives, with constraints (see the module docstring).
+
+    Args:
+        population: parents kept each generation.
+        offspring: children per generation (one evaluator call).
+        crossover_prob: probability that a child is a crossover of two parents (then mutated).
+        surrogate: pre-select children with the surrogate.
+        candidates_per_child: proposals drawn per child queried when the surrogate is on.
+        optimism: predicted objectives are shifted this many standard deviations to the
+            better side before pre-selection (explores where the model is unsure).
+        infeasible_patience: evaluations without a feasible candidate before giving up.
+    """
+
+    name = "nsga2"
+
+    def __init__(self, *, population: int = 20, offspring: int = 10, crossover_prob: float = 0.5,
+                 surrogate: bool = True, candidates_per_child: int = 5, optimism: float = 0.5,
+                 infeasible_patience: int | None = 30):
+        super().__init__(surrogate, candidates_per_child, infeasible_patience)
+        if population < 2 or offspring < 1:
+            raise ValueError(f"need population >= 2 and offspring >= 1, got {population}, "
+                             f"{offspring}")
+        if not 0.0 <= crossover_prob <= 1.0:
+            raise ValueError(f"crossover_prob must be in [0, 1], got {crossover_prob}")
+        self.population, self.offspring = population, offspring
+        self.crossover_prob, self.optimism = crossover_prob, optimism
+
+    def run(self, oracle: Oracle, rng: random.Random) -> None:
+        """Evolves generation by generation until the budget (or the space) is exhausted."""
+        problem, space = oracle.problem, oracle.space
+        pop = oracle.evaluate(self._initial(oracle, self.population, rng))
+        while oracle.remaining > 0 and pop:
+            check_feasible(oracle, self.infeasible_patience)
+            rank, crowd = problem.rank_and_crowding([c.metrics for c in pop])
+
+            def tournament() -> Candidate:
+                a, b = rng.randrange(len(pop)), rng.randrange(len(pop))
+                return pop[min((a, b), key=lambda i: (rank[i], -crowd[i]))]
+
+            def make() -> Arch:
+                child = tournament().arch
+                if rng.random() < self.crossover_prob:
+                    child = space.crossover(child, tournament().arch, rng)
+                return space.mutate(child, rng)
+
+            children = self._children(oracle, make, min(self.offspring, oracle.remaining), rng)
+            if not children:
+                return
+            merged = pop + oracle.evaluate(children)
+            pop = [merged[i] for i in problem.order([c.metrics for c in merged])[:self.population]]
+        check_feasible(oracle, self.infeasible_patience)
+
+    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
+        """Proposals ordered by where their optimistic prediction would land among everything
+        evaluated so far: non-dominated first, then by crowding distance in that front;
+        predicted-infeasible proposals last, by predicted violation."""
+        problem = oracle.problem
+        archive = [problem.losses(c.metrics) for c in oracle.candidates
+                   if problem.feasible(c.metrics)]
+        guesses = [_predicted_metrics(pred, i, self.optimism, problem) for i in range(len(proposals))]
+        viol = [problem.violation(g) for g in guesses]
+        ok = [i for i in range(len(proposals)) if viol[i] == 0.0]
+        points = archive + [problem.losses(guesses[i]) for i in ok]
+        order: list[int] = []
+        for front in non_dominated_sort(points):
+            mine = [j for j in front if j >= len(archive)]
+            if mine:
+                dist = dict(zip(front, crowding_distance(points, front)))
+                order += [ok[j - len(archive)] for j in sorted(mine, key=lambda j: (-dist[j], j))]
+        return order + sorted((i for i in range(len(proposals)) if viol[i] > 0.0),
+                              key=lambda i: (viol[i], i))
+
+
+def make_evolution(problem: Problem, **options) -> RegularizedEvolution | NSGA2:
+    """The evolutionary searcher for ``problem``: regularized evolution for one objective,
+    NSGA-II for several. ``options`` are the chosen class's keyword arguments."""
+    cls = RegularizedEvolution if len(problem.objectives) == 1 else NSGA2
+    return cls(**options)
+

@@ -1,0 +1,1 @@
+../nas/latency/target.py
