@@ -12,7 +12,7 @@ in alternating rounds, and prints the medians and their ratio (target <= 1.25).
     python benchmarks/bench_eval.py [--checkpoint CKPT] [--archs 20] [--threads 2] [--rounds 3]
 
 Without ``--checkpoint`` it saves an untrained demo supernet as a checkpoint (timing does not
-depend on the weights).
+depend on the weights). Run it on an otherwise idle machine (see ``other CPU`` in the output).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from bench_latency import OtherLoad  # benchmarks/ is on sys.path when run as a script
 from nas import SearchSpace, Supernet
 from nas.checkpoint import save_checkpoint
 from nas.data import Batches, load_dataset, train_val_split
@@ -98,9 +99,10 @@ def main() -> None:
         time_plain(subnets[:2], batches[:2])  # warm-up: allocator, oneDNN kernels
         time_evaluator(args, archs[:2])
         evaluator_s, plain_s = [], []
-        for _ in range(args.rounds):  # alternate, so that a load change hits both alike
-            evaluator_s.append(time_evaluator(args, archs))
-            plain_s.append(time_plain(subnets, batches))
+        with OtherLoad() as load:
+            for _ in range(args.rounds):  # alternate, so that a load change hits both alike
+                evaluator_s.append(time_evaluator(args, archs))
+                plain_s.append(time_plain(subnets, batches))
     ev, plain = statistics.median(evaluator_s), statistics.median(plain_s)
     print(f"checkpoint {args.checkpoint.name}: {len(archs)} archs x {images} images "
           f"({reference.num_calib_images} calibration + {reference.num_val_images} validation), "
@@ -108,7 +110,8 @@ def main() -> None:
     print(f"{'':28}{'seconds':>9}{'evals/min':>11}")
     print(f"{'evaluator (no cache)':28}{ev:9.2f}{len(archs) / ev * 60:11.1f}")
     print(f"{'plain inference, same nets':28}{plain:9.2f}{len(archs) / plain * 60:11.1f}")
-    print(f"ratio evaluator / plain inference: {ev / plain:.3f} (target <= 1.25)")
+    print(f"ratio evaluator / plain inference: {ev / plain:.3f} (target <= 1.25); other CPU "
+          f"(other processes' share of the machine during the rounds): {load.value * 100:.0f}%")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ class OtherLoad:
 def run_one(name: str, batch: int, args) -> dict:
     space = SearchSpace.from_yaml(ROOT / "search_spaces" / f"{name}.yaml")
     model = {"in_channels": IN_CHANNELS.get(name, 3), "num_classes": 10}
-    timing = {"warmup": args.warmup, "repeats": args.repeats, "min_time_ms": args.min_time_ms}
+    timing = {"warmup": args.warmup, "repeats": args.repeats, "min_time_ms": args.min_time_ms,
+              "statistic": args.statistic}
     start = time.perf_counter()
     profile = build_profile(space, device="cpu", batch_size=batch, threads=args.threads,
                             calibrate=args.calibrate, seed=args.seed, **timing, **model)
@@ -103,12 +104,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time-ms", type=float, default=5.0)
+    parser.add_argument("--statistic", choices=["median", "min"], default="median",
+                        help="over the timing rounds, for the table and the measurements")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, help="also write the profiles there")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {args.threads} threads, {args.archs} random archs per row "
-          f"(not used by the fit), {args.calibrate} calibration archs, median of {args.repeats} "
-          f"interleaved rounds")
+          f"(not used by the fit), {args.calibrate} calibration archs, {args.statistic} of "
+          f"{args.repeats} interleaved rounds")
     header = (f"{'space':<14}{'batch':>6}{'entries':>8}{'profile s':>10}{'measure s':>10}"
               f"{'median ms':>10}{'MAPE %':>8}{'<=10 %':>8}{'max %':>7}{'tau':>7}{'FLOPs tau':>10}"
               f"{'other CPU':>10}")

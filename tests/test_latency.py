@@ -78,6 +78,28 @@ def test_fidelity_figures():
     assert f["kendall_tau"] == 1.0
 
 
+@pytest.mark.parametrize("statistic, expected", [("median", 2.0), ("min", 1.0)])
+def test_time_calls_warms_up_then_takes_the_statistic_of_interleaved_rounds(monkeypatch, statistic,
+                                                                             expected):
+    order = []
+    timings = iter([0.010, 0.010] + [0.003, 0.004, 0.001, 0.006, 0.002, 0.005])  # seconds
+
+    def fake_timed(fn, number, sync):
+        fn()
+        return next(timings)
+
+    monkeypatch.setattr(target, "_timed", fake_timed)
+    fns = [lambda: order.append("a"), lambda: order.append("b")]
+    result = target.time_calls(fns, torch.device("cpu"), warmup=2, repeats=3, min_time_ms=5,
+                               statistic=statistic)
+    assert order == ["a", "a", "a", "b", "b", "b"] + ["a", "b"] * 3  # warm-up, trial, rounds
+    assert result == pytest.approx([{"median": 2.0, "min": 1.0}[statistic],
+                                     {"median": 5.0, "min": 4.0}[statistic]])
+    assert result[0] == pytest.approx(expected)
+    with pytest.raises(target.ProfileError, match="unknown statistic 'mean'"):
+        target.time_calls(fns, torch.device("cpu"), statistic="mean")
+
+
 def test_fit_recovers_exact_constants():
     feats = [(1.0, s, n) for s, n in [(1, 10), (2, 12), (5, 30), (3, 11), (8, 40), (4, 25), (6, 9)]]
     measured = [0.5 + 1.3 * s + 0.02 * n for _, s, n in feats]

@@ -97,7 +97,9 @@ def test_config_ranges_name_the_key():
                             ({"val_size": 1.5}, "val_size as a fraction"),
                             ({"strategy": "greedy"}, "strategy must be one of sandwich, uniform, "
                                                      "progressive"),
-                            ({"device": "tpu"}, "device must be one of auto, cpu, cuda")]:
+                            ({"device": "tpu"}, "device must be one of auto, cpu, cuda"),
+                            ({"strategy": "progressive", "num_random": 0},
+                             "num_random must be >= 1 for strategy progressive")]:
         with pytest.raises(ValueError, match=message):
             TrainConfig(**kwargs)
     config = TrainConfig(val_size=0.1, strategy="uniform")

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time-ms", type=float, default=5.0,
                         help="each timing runs a module back to back for at least this long")
+    parser.add_argument("--statistic", choices=["median", "min"], default="median",
+                        help="over the timing rounds (min: for a CPU shared with other work)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,7 +107,7 @@ def _build_with_progress(space: SearchSpace, model: dict, args: argparse.Namespa
             space, device=args.device, batch_size=args.batch_size, threads=args.threads,
             calibrate=args.calibrate, validate=args.validate, seed=args.seed, name=args.name,
             warmup=args.warmup, repeats=args.repeats, min_time_ms=args.min_time_ms,
-            progress=progress, **model)
+            statistic=args.statistic, progress=progress, **model)
     finally:
         if bar is not None:
             bar.close()

@@ -34,7 +34,8 @@ Device profile file (JSON), format ``ofa-nas-latency-profile`` version 1::
     batch_size      images per forward pass
     dtype           "float32"
     date            ISO 8601, UTC
-    timing          {"warmup", "repeats", "min_time_ms", "statistic"}
+    timing          {"warmup", "repeats", "min_time_ms", "statistic" ("median" or "min" over
+                     the rounds), "rounds": "interleaved"}
     entries         {key: milliseconds}, one per distinct layer configuration of the space
                     (key "OP/cC_IN-C_OUT/kK/sSTRIDE/rRES", nas.latency.lut.layer_key) and per
                     elementwise op of the cells' node sums ("node_add/cC/rRES",
@@ -53,7 +54,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from nas.errors import ConfigError
+from nas.errors import CheckpointError, ConfigError
 from nas.latency.base import LatencyModel, default_label, resolve_device
 from nas.latency.lut import (
     LookupTableLatency, build_profile, export_layer_list, layer_configs, layer_key, load_profile,
@@ -141,8 +142,6 @@ def _from_spec(spec: str, space: SearchSpace, in_channels: int | None, num_class
 
 def _check_model(model: LookupTableLatency, path: str, in_channels: int | None,
                  num_classes: int | None) -> None:
-    from nas.errors import CheckpointError
-
     for what, wanted, got in (("in_channels", in_channels, model.in_channels),
                               ("num_classes", num_classes, model.num_classes)):
         if wanted is not None and wanted != got:

@@ -23,7 +23,8 @@ profile file (its schema is documented in :mod:`nas.latency`). It
 Timing: eval mode under ``torch.inference_mode``, a fixed thread count, ``warmup`` calls, then
 ``repeats`` rounds that time every item once each (interleaved, so that a load change on the
 machine hits all items alike); each time is the mean of enough back-to-back calls to last at
-least ``min_time_ms``, and the reported figure is the median over rounds. CUDA and MPS are
+least ``min_time_ms``, and the reported figure is the median over rounds (or, with
+``statistic="min"``, the minimum: more robust where other processes share the CPU). CUDA and MPS are
 synchronised before the clock is read. Python's garbage collector is paused while timing.
 
 Layer list schema (JSON)::
@@ -75,6 +76,7 @@ PROFILE_FORMAT = "ofa-nas-latency-profile"
 PROFILE_VERSION = 1
 FIT_FEATURES = ("intercept", "lut_sum_ms", "items")
 DEVICES = "cpu, cuda, cuda:N or mps"
+STATISTICS = {"median": statistics.median, "min": min}
 
 
 class ProfileError(ValueError):
@@ -261,9 +263,9 @@ def _timed(fn: Callable[[], Any], number: int, sync: Callable[[], None]) -> floa
 
 
 def time_calls(fns: Sequence[Callable[[], Any]], device: torch.device, *, warmup: int = 3,
-               repeats: int = 7, min_time_ms: float = 5.0,
+               repeats: int = 7, min_time_ms: float = 5.0, statistic: str = "median",
                progress: Callable[[int], None] | None = None) -> list[float]:
-    """Median milliseconds per call of each function, measured interleaved.
+    """Milliseconds per call of each function (median over rounds), measured interleaved.
 
     Args:
         fns: zero-argument callables (e.g. ``lambda: module(x)``).
@@ -272,14 +274,18 @@ def time_calls(fns: Sequence[Callable[[], Any]], device: torch.device, *, warmup
         repeats: rounds; each round times every function once.
         min_time_ms: each timing runs a function back to back until it lasts at least this long
             (calls per timing are fixed per function after the warm-up).
+        statistic: ``median`` over the rounds, or ``min`` (robust to other processes that
+            preempt this one now and then: interference only ever adds time).
         progress: called with the number of timings just done (for a progress bar); the total is
             ``len(fns) * (repeats + 1)``.
 
     Returns:
-        One median per function, in milliseconds per call.
+        One figure per function, in milliseconds per call.
     """
     if repeats < 1 or warmup < 0:
         raise ProfileError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if statistic not in STATISTICS:
+        raise ProfileError(f"unknown statistic {statistic!r}; choose {' or '.join(STATISTICS)}")
     sync = synchronizer(device)
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -305,7 +311,7 @@ def time_calls(fns: Sequence[Callable[[], Any]], device: torch.device, *, warmup
     finally:
         if gc_was_enabled:
             gc.enable()
-    return [statistics.median(s) * 1e3 for s in samples]
+    return [STATISTICS[statistic](s) * 1e3 for s in samples]
 
 
 def _runner(module: nn.Module, shape: Sequence[int], batch_size: int, device: torch.device,
@@ -406,7 +412,7 @@ def check_layer_list(layer_list: Any) -> None:
 
 def profile_layer_list(layer_list: dict, *, device: str = "cpu", batch_size: int = 1,
                        threads: int | None = None, name: str | None = None, warmup: int = 3,
-                       repeats: int = 7, min_time_ms: float = 5.0,
+                       repeats: int = 7, min_time_ms: float = 5.0, statistic: str = "median",
                        progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Times a layer list on ``device`` and returns the profile (a JSON-ready dict).
 
@@ -417,7 +423,7 @@ def profile_layer_list(layer_list: dict, *, device: str = "cpu", batch_size: int
         threads: torch intra-op threads (default: torch's current setting).
         name: the device label recorded in the profile (metric key ``latency_ms.NAME``); default
             the device type, with ``_bBATCH`` appended when the batch is not 1.
-        warmup, repeats, min_time_ms: see :func:`time_calls`.
+        warmup, repeats, min_time_ms, statistic: see :func:`time_calls`.
         progress: called as ``progress(done, total, "timing")`` after each timing.
 
     Raises:
@@ -448,7 +454,8 @@ def profile_layer_list(layer_list: dict, *, device: str = "cpu", batch_size: int
                               dev, dtype) for k in keys]
         net_runs = [_runner(build_module(n["module"], layers), n["input"], batch_size, dev, dtype)
                     for n in nets]
-    timing = {"warmup": warmup, "repeats": repeats, "min_time_ms": min_time_ms}
+    timing = {"warmup": warmup, "repeats": repeats, "min_time_ms": min_time_ms,
+              "statistic": statistic}
     with num_threads(threads), torch.inference_mode():
         used_threads = torch.get_num_threads()
         # Layers and networks in the same interleaved rounds: a change of load on the machine
@@ -475,7 +482,7 @@ def profile_layer_list(layer_list: dict, *, device: str = "cpu", batch_size: int
         "platform": platform.platform(), "torch_version": torch.__version__,
         "threads": used_threads, "batch_size": batch_size, "dtype": str(dtype).replace("torch.", ""),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "timing": {**timing, "statistic": "median over interleaved rounds"},
+        "timing": {**timing, "rounds": "interleaved"},
         "entries": entries,
         "fit": {"features": list(FIT_FEATURES), "coef": coef, "archs": calib_records},
         "validation": validation,
@@ -528,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time-ms", type=float, default=5.0)
+    parser.add_argument("--statistic", choices=list(STATISTICS), default="median",
+                        help="over the timing rounds (min: for a CPU shared with other work)")
     args = parser.parse_args(argv)
     try:
         try:
@@ -543,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = profile_layer_list(
             layer_list, device=args.device, batch_size=args.batch_size, threads=args.threads,
             name=args.name, warmup=args.warmup, repeats=args.repeats,
-            min_time_ms=args.min_time_ms, progress=progress)
+            min_time_ms=args.min_time_ms, statistic=args.statistic, progress=progress)
         print(file=sys.stderr)
     except ProfileError as exc:
         print(f"profile_device: error: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ import numpy as np
 from nas.candidate import Candidate
 from nas.space import Arch, SearchSpace
 
-KERNELS = ("linear", "quadratic", "rbf")
+KERNELS = ("linear", "quadratic", "rbf:4")
 LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 
@@ -72,36 +72,45 @@ def single_thread_blas() -> Iterator[None]:
         put(before)
 
 
-def _kernel(kind: str, a: np.ndarray, b: np.ndarray, rbf_scale: float) -> np.ndarray:
+def _raw_kernel(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     dot = a @ b.T
     if kind == "linear":
         return dot
     if kind == "quadratic":
         return (1.0 + dot) ** 2
-    if kind == "rbf":
+    name, _, scale = kind.partition(":")
+    if name == "rbf":
         sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * dot
-        return np.exp(-np.maximum(sq, 0.0) / (2.0 * rbf_scale))
-    raise ValueError(f"unknown kernel {kind!r}; choose from {', '.join(KERNELS)}")
+        return np.exp(-np.maximum(sq, 0.0) / (2.0 * float(scale or 4.0)))
+    raise ValueError(f"unknown kernel {kind!r}; use linear, quadratic or rbf:SCALE")
 
 
-def _self_kernel(kind: str, a: np.ndarray, rbf_scale: float) -> np.ndarray:
+def _self_kernel(kind: str, a: np.ndarray) -> np.ndarray:
     sq = (a * a).sum(1)
     return {"linear": sq, "quadratic": (1.0 + sq) ** 2}.get(kind, np.ones(len(a)))
+
+
+def _kernel(kind: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``linear`` a.b, ``quadratic`` (1 + a.b)^2 or ``rbf:S`` exp(-|a - b|^2 / 2S), normalised
+    to a unit diagonal (k(a, b) / sqrt(k(a, a) k(b, b))) so that one ridge grid and one
+    posterior-variance scale serve every kernel. With one-hot encodings two archs one choice
+    apart are at squared distance 2."""
+    norm = np.sqrt(np.maximum(_self_kernel(kind, a), 1e-12))[:, None] \
+        * np.sqrt(np.maximum(_self_kernel(kind, b), 1e-12))[None, :]
+    return _raw_kernel(kind, a, b) / norm
 
 
 class KernelRidge:
     """Kernel ridge regression whose kernel and ridge strength are picked by leave-one-out.
 
     Args:
-        kernels: candidate kernels (``linear``, ``quadratic``, ``rbf``).
+        kernels: candidate kernels (``linear``, ``quadratic``, ``rbf:SCALE``, see
+            :func:`_kernel`).
         lambdas: candidate ridge strengths (on standardised targets).
-        rbf_scale: the RBF kernel's squared length scale; with one-hot encodings, two archs one
-            choice apart are at squared distance 2.
     """
 
-    def __init__(self, kernels: Sequence[str] = KERNELS, lambdas: Sequence[float] = LAMBDAS,
-                 rbf_scale: float = 4.0):
-        self.kernels, self.lambdas, self.rbf_scale = tuple(kernels), tuple(lambdas), rbf_scale
+    def __init__(self, kernels: Sequence[str] = KERNELS, lambdas: Sequence[float] = LAMBDAS):
+        self.kernels, self.lambdas = tuple(kernels), tuple(lambdas)
         self.kernel: str | None = None
         self.lam = self.loo_mse = None
 
@@ -118,7 +127,7 @@ class KernelRidge:
         z = (y - self.mean) / self.scale
         best = None
         for kind in self.kernels:
-            s, u = np.linalg.eigh(_kernel(kind, x, x, self.rbf_scale))
+            s, u = np.linalg.eigh(_kernel(kind, x, x))
             s = np.maximum(s, 0.0)
             uz = u.T @ z
             for lam in self.lambdas:
@@ -136,9 +145,9 @@ class KernelRidge:
     def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation (Gaussian-process posterior) at ``z`` (m, d)."""
         z = np.asarray(z, dtype=float)
-        k = _kernel(self.kernel, z, self.x, self.rbf_scale)
+        k = _kernel(self.kernel, z, self.x)
         mean = k @ self.alpha * self.scale + self.mean
-        var = _self_kernel(self.kernel, z, self.rbf_scale) - ((k @ self._inv) * k).sum(1)
+        var = 1.0 - ((k @ self._inv) * k).sum(1)  # unit prior variance (normalised kernel)
         return mean, np.sqrt(np.maximum(var, 0.0)) * self.scale
 
 

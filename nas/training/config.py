@@ -36,7 +36,8 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this value (0 disables clipping).
         strategy: how subnets are chosen each step: ``sandwich``, ``uniform`` or ``progressive``.
         num_random: random subnets per step besides the largest and smallest (``sandwich``), or
-            besides the full network in the shrinking phases (``progressive``).
+            besides the full network in the shrinking phases (``progressive``, >= 1);
+            ``uniform`` trains one subnet per step and ignores it.
         kd_weight: weight of the distillation term in a student's loss; the rest is the label
             loss (1.0: students learn from the largest subnet only).
         kd_temperature: softmax temperature of the distillation.
@@ -106,6 +107,8 @@ class TrainConfig:
             _require(self.val_size >= 1, "val_size", "as a count must be >= 1", self.val_size)
         _require(self.strategy in STRATEGIES, "strategy",
                  f"must be one of {', '.join(STRATEGIES)}", self.strategy)
+        _require(self.strategy != "progressive" or self.num_random >= 1, "num_random",
+                 "must be >= 1 for strategy progressive", self.num_random)
         _require(self.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}",
                  self.device)
 
