@@ -164,6 +164,7 @@ def test_load_subnet_of_a_bad_folder(tmp_path):
         load_subnet(tmp_path)
 
 
+@pytest.mark.slow
 def test_finetune_reports_before_and_after_and_keeps_the_folder_valid(checkpoint, tmp_path, capsys):
     out = tmp_path / "ft"
     export_subnet(checkpoint, ARCH, out, config=ExportConfig(formats=("torch", "pt2"), calib_images=256))

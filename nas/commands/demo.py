@@ -49,15 +49,13 @@ def run(args: argparse.Namespace) -> int:
 
     train = ["train", "--space", args.space, "--data", "fashion-mnist-small", "--config", args.recipe,
              "--out", str(run_dir), "--seed", str(args.seed)]
-    if (run_dir / "done.json").exists():
-        print(f"\n== 1/4 train: {run_dir} is already trained (delete it to train again)")
-    else:
-        _stage("1/4 train the supernet", train + (["--resume"] if (run_dir / "last.pt").exists() else []))
+    # A finished run resumes to its end at once; an interrupted one continues.
+    _stage("1/4 train the supernet", train + (["--resume"] if (run_dir / "last.pt").exists() else []))
     if profile.exists():
         print(f"\n== 2/4 profile: {profile} exists (delete it to profile again)")
     else:
         _stage("2/4 profile this CPU (latency lookup table)",
-               ["profile", "--space", args.space, "--device", "cpu", "--batch-size", "1", "--out", str(profile)])
+               ["profile", "--checkpoint", str(ckpt), "--device", "cpu", "--batch-size", "1", "--out", str(profile)])
     _stage("3/4 search (evolution, CPU-latency front)",
            ["search", "--space", args.space, "--checkpoint", str(ckpt), "--searcher", "evolution",
             "--budget", str(args.budget), "--seed", str(args.seed), "--out", str(search_dir),

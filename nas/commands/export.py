@@ -41,9 +41,11 @@ def read_front(path: str | Path) -> tuple[str, list[dict]]:
         raise ConfigError(f"{path}: front file not found (nas search writes DIR/pareto_<device>.json)") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("front"), list) or "device" not in data:
-        raise ConfigError(f"{path}: not a front written by nas search (expected keys device, front)")
-    device = data["device"]
+    if not isinstance(data, dict) or not isinstance(data.get("front"), list):
+        raise ConfigError(f"{path}: not a front written by nas search (expected a 'front' list)")
+    devices = [o["metric"].removeprefix("latency_ms.") for o in data.get("objectives", [])
+               if isinstance(o, dict) and str(o.get("metric", "")).startswith("latency_ms.")]
+    device = data.get("device") or (devices[0] if devices else path.stem.removeprefix("pareto_"))
     rows = []
     for row in data["front"]:
         if not isinstance(row, dict) or "arch" not in row:

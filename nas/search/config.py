@@ -14,8 +14,8 @@ objectives         top1, plus the latency of every device that has no latency co
                    model nor a constraint: top1 and params
 searcher           ``random``: batches of 10; ``evolution``: regularized evolution for one
                    objective (population 50, tournament 10, 20 initial samples, 10 proposals
-                   per child), NSGA-II for several (population 20, 10 children per generation,
-                   crossover 0.5, 5 proposals per child, optimism 0.5); regularized
+                   per child), NSGA-II for several (population 20, 5 children per generation,
+                   crossover 0.5, 10 proposals per child, optimism 0.5); regularized
                    evolution queries one child at a time on a table, 10 on a supernet
 halving            on (eta 3, 3 rungs) for a supernet checkpoint; a table has one fidelity
 =================  ==========================================================================
@@ -37,9 +37,9 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "population": {"rea": 50, "nsga2": 20},
     "sample": {"rea": 10},
     "initial": {"rea": 20},
-    "offspring": {"nsga2": 10},
+    "offspring": {"nsga2": 5},
     "crossover_prob": {"nsga2": 0.5},
-    "candidates_per_child": {"rea": 10, "nsga2": 5},
+    "candidates_per_child": {"rea": 10, "nsga2": 10},
     "optimism": {"nsga2": 0.5},
     "floor_quantile": {"rea": 0.5},
 }

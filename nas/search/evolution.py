@@ -15,7 +15,7 @@
 Both are surrogate-assisted by default (:mod:`nas.search.surrogate`): each needed child is
 drawn ``candidates_per_child`` times, a model fitted on everything evaluated so far predicts the
 proposals, and only the best predicted are queried. NSGA-II pre-selects by non-dominated sorting
-of the predictions (made optimistic by ``optimism`` standard deviations) together with the
+of the predictions (top-1 made optimistic by ``optimism`` standard deviations) together with the
 evaluated archive; regularized evolution by predicted feasibility, then predicted objective.
 
 Both are deterministic given the ``random.Random`` they get and the metrics they receive, which
@@ -105,14 +105,14 @@ class _Assisted:
 
 
 def _predicted_metrics(pred: dict, i: int, optimism: float, problem: Problem) -> dict[str, float]:
-    """The i-th proposal's predicted metrics, shifted ``optimism`` standard deviations towards
-    the better side of each objective."""
-    out = {}
-    for key, (mean, std) in pred.items():
-        out[key] = float(mean[i])
+    """The i-th proposal's predicted metrics; maximised objectives (top-1: noisy and hard to
+    predict) are raised by ``optimism`` standard deviations, costs (latency, params, FLOPs,
+    whose models are near exact) are taken as predicted."""
+    out = {key: float(mean[i]) for key, (mean, std) in pred.items()}
     for o in problem.objectives:
-        mean, std = pred[o.key]
-        out[o.key] = float(mean[i] + (optimism if o.maximize else -optimism) * std[i])
+        if o.maximize:
+            mean, std = pred[o.key]
+            out[o.key] = float(mean[i] + optimism * std[i])
     return out
 
 
@@ -189,15 +189,15 @@ class NSGA2(_Assisted):
         crossover_prob: probability that a child is a crossover of two parents (then mutated).
         surrogate: pre-select children with the surrogate.
         candidates_per_child: proposals drawn per child queried when the surrogate is on.
-        optimism: predicted objectives are shifted this many standard deviations to the
-            better side before pre-selection (explores where the model is unsure).
+        optimism: predicted top-1 is raised by this many standard deviations before
+            pre-selection (explores where the model is unsure).
         infeasible_patience: evaluations without a feasible candidate before giving up.
     """
 
     name = "nsga2"
 
-    def __init__(self, *, population: int = 20, offspring: int = 10, crossover_prob: float = 0.5,
-                 surrogate: bool = True, candidates_per_child: int = 5, optimism: float = 0.5,
+    def __init__(self, *, population: int = 20, offspring: int = 5, crossover_prob: float = 0.5,
+                 surrogate: bool = True, candidates_per_child: int = 10, optimism: float = 0.5,
                  infeasible_patience: int | None = 30):
         super().__init__(surrogate, candidates_per_child, infeasible_patience)
         if population < 2 or offspring < 1:
