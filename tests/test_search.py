@@ -23,9 +23,8 @@ from conftest import ROOT, SPACES_DIR, load_space
 from nas.cli import main
 from nas.errors import ConfigError, DataError, NASError
 from nas.search import (
-    NSGA2, InfeasibleError, KernelRidge, Oracle, Problem, RandomSearch, RegularizedEvolution,
-    SearchConfig, Table, TableEvaluator, load_history, parse_constraint, parse_objective,
-    run_search, successive_halving, Halving,
+    Halving, InfeasibleError, KernelRidge, Oracle, Problem, SearchConfig, Table, TableEvaluator,
+    load_history, parse_constraint, parse_objective, run_search, successive_halving,
 )
 from nas.space import SearchSpace
 
@@ -459,3 +458,71 @@ def test_resume_after_sigkill_of_a_table_search(synthetic_table, tmp_path):
     assert main(ref) == 0
     for name in ("history.jsonl", "pareto_dev1.json", "pareto_dev1.csv"):
         assert (tmp_path / "run" / name).read_text() == (tmp_path / "ref" / name).read_text()
+
+
+# ------------------------------------------------------------------------ torchrun
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint(tmp_path_factory) -> Path:
+    """An untrained demo supernet saved as a training run would save it."""
+    from dataclasses import asdict
+
+    import torch
+
+    from nas.checkpoint import save_checkpoint
+    from nas.data import load_dataset, train_val_split
+    from nas.supernet import Supernet
+
+    torch.manual_seed(0)
+    space = load_space("demo")
+    net = Supernet(space, num_classes=10, in_channels=1)
+    data = load_dataset("fashion-mnist-small")
+    _, _, split = train_val_split(data, 270, 0)
+    path = tmp_path_factory.mktemp("supernet") / "best.pt"
+    save_checkpoint({"space": space.to_config(), "model": {"num_classes": 10, "in_channels": 1},
+                     "state_dict": net.state_dict(), "config": {}, "step": 0,
+                     "data": {"name": "fashion-mnist-small", "info": asdict(data.info),
+                              "split": split, "train_subset": 0}}, path)
+    return path
+
+
+def test_supernet_search_with_halving_and_resume(demo_checkpoint, tmp_path):
+    """A checkpoint search (injected latency model) records images; a restart replays."""
+    from nas.evaluate import SupernetEvaluator
+
+    config = SearchConfig(checkpoint=str(demo_checkpoint), latency=("flops",), budget=9,
+                          population=3, offspring=3, calib_images=64)
+    first = run_search(config, out=tmp_path / "run", progress=False)
+    recs = [json.loads(l) for l in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert len(recs) == 9 and all(0 <= r["top1"] <= 1 for r in recs)
+    assert {r["val_images"] for r in recs} <= {30, 90, 270} and max(r["val_images"] for r in recs) == 270
+    assert sum(r["images"] for r in recs) == first.images < 9 * 270  # halving saved images
+    assert all(c.metrics["val_images"] == 270 for f in first.fronts.values() for c in f)
+    ev = SupernetEvaluator.from_checkpoint(demo_checkpoint, calib_images=64)
+    again = run_search(config, out=tmp_path / "run", evaluator=ev, progress=False)
+    assert ev.evaluated == 0 and again.replayed == 9
+    assert history(again) == history(first)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_give_the_history_of_one(demo_checkpoint, tmp_path):
+    def launch(nproc: int, out: Path) -> list[dict]:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", str(ROOT / "scripts" / "search.py"),
+               "--checkpoint", str(demo_checkpoint), "--latency", "flops", "--budget", "12",
+               "--set", "population=4", "--set", "offspring=4", "--calib-images", "64",
+               "--seed", "5", "--out", str(out), "--quiet"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return [json.loads(l) for l in (out / "history.jsonl").read_text().splitlines()]
+
+    one = launch(1, tmp_path / "one")
+    two = launch(2, tmp_path / "two")
+    assert len(one) == 12
+    assert [(r["arch"], r["top1"], r["val_images"], r["latency_ms.flops"]) for r in two] == \
+        [(r["arch"], r["top1"], r["val_images"], r["latency_ms.flops"]) for r in one]
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-5)
+    assert (tmp_path / "one" / "pareto_flops.json").read_text() == \
+        (tmp_path / "two" / "pareto_flops.json").read_text()

@@ -99,15 +99,16 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def _init_distributed(config: SearchConfig) -> bool:
-    """Joins the torchrun process group for a supernet search (gloo on CPU, nccl on CUDA)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or config.checkpoint is None:
+    """Joins the torchrun process group (nccl for a supernet on CUDA, else gloo): a supernet
+    search shards each batch over the ranks; every search writes its files from rank 0 only."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     import torch
     import torch.distributed as dist
 
     if dist.is_initialized():
         return False
-    cuda = config.device.startswith("cuda")
+    cuda = config.checkpoint is not None and config.device.startswith("cuda")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")

@@ -100,7 +100,7 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}: must be >= 1, got {value}")
-        if self.halving_eta is not None and self.halving_eta not in (0,) and self.halving_eta < 2:
+        if self.halving_eta not in (None, 0) and self.halving_eta < 2:
             raise ValueError(f"halving_eta: must be 0 (off) or >= 2, got {self.halving_eta}")
         for name in ("crossover_prob", "floor_quantile"):
             value = getattr(self, name)

@@ -69,23 +69,21 @@ class _Assisted:
         self.candidates_per_child = candidates_per_child if surrogate else 1
         self.infeasible_patience = infeasible_patience
 
-    def _children(self, oracle: Oracle, make, n: int, rng: random.Random) -> list[Arch]:
+    def _model(self, oracle: Oracle) -> Surrogate | None:
+        """A new surrogate for one run (None when surrogate assistance is off)."""
+        if not self.surrogate:
+            return None
+        return Surrogate(oracle.space, oracle.problem.keys, floor_quantile=self._floor(oracle.problem))
+
+    def _children(self, oracle: Oracle, make, n: int, rng: random.Random,
+                  model: Surrogate | None) -> list[Arch]:
         """``n`` children to evaluate: drawn ``candidates_per_child`` times over and pre-selected
-        by the surrogate when it is on."""
+        by the surrogate ``model`` (refitted on everything evaluated so far) when there is one."""
         proposals = oracle.propose(make, n * self.candidates_per_child, rng)
-        if len(proposals) <= n or not self.surrogate:
-            return proposals[:n]
-        model = self._model(oracle)
-        if not model.fit(oracle.candidates):
+        if len(proposals) <= n or model is None or not model.fit(oracle.candidates):
             return proposals[:n]
         order = self._preselect(oracle, proposals, model.predict(proposals))
         return [proposals[i] for i in order[:n]]
-
-    def _model(self, oracle: Oracle) -> Surrogate:
-        if getattr(self, "_surrogate_model", None) is None:
-            self._surrogate_model = Surrogate(oracle.space, oracle.problem.keys,
-                                              floor_quantile=self._floor(oracle.problem))
-        return self._surrogate_model
 
     def _floor(self, problem: Problem) -> dict[str, float]:
         return {}
@@ -157,6 +155,7 @@ class RegularizedEvolution(_Assisted):
         problem, space = oracle.problem, oracle.space
         if len(problem.objectives) != 1:
             raise ValueError("regularized evolution optimises one objective; use NSGA2")
+        model = self._model(oracle)
         pop: deque[Candidate] = deque(maxlen=self.population)
         pop.extend(oracle.evaluate(self._initial(oracle, self.initial, rng)))
 
@@ -167,7 +166,8 @@ class RegularizedEvolution(_Assisted):
 
         while oracle.remaining > 0 and pop:
             check_feasible(oracle, self.infeasible_patience)
-            children = self._children(oracle, make, min(self.batch_size, oracle.remaining), rng)
+            children = self._children(oracle, make, min(self.batch_size, oracle.remaining), rng,
+                                      model)
             if not children:
                 return
             pop.extend(oracle.evaluate(children))
@@ -211,6 +211,7 @@ class NSGA2(_Assisted):
     def run(self, oracle: Oracle, rng: random.Random) -> None:
         """Evolves generation by generation until the budget (or the space) is exhausted."""
         problem, space = oracle.problem, oracle.space
+        model = self._model(oracle)
         pop = oracle.evaluate(self._initial(oracle, self.population, rng))
         while oracle.remaining > 0 and pop:
             check_feasible(oracle, self.infeasible_patience)
@@ -226,7 +227,8 @@ class NSGA2(_Assisted):
                     child = space.crossover(child, tournament().arch, rng)
                 return space.mutate(child, rng)
 
-            children = self._children(oracle, make, min(self.offspring, oracle.remaining), rng)
+            children = self._children(oracle, make, min(self.offspring, oracle.remaining), rng,
+                                      model)
             if not children:
                 return
             merged = pop + oracle.evaluate(children)

@@ -35,179 +35,31 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
 
-from nas.candidate import TOP1, Candidate, latency_key
+from nas.candidate import TOP1, Candidate
 from nas.checkpoint import atomic_write_text
 from nas.config import to_mapping
 from nas.errors import ConfigError
 from nas.search.config import SearchConfig, default_objectives, resolve
-from nas.search.evolution import NSGA2, RegularizedEvolution
-from nas.search.halving import IMAGES, VAL_IMAGES, Halving, successive_halving
+from nas.search.evolution import NSGA2, RegularizedEvolution, check_feasible
+from nas.search.halving import IMAGES, VAL_IMAGES, Halving
+from nas.search.history import LocalComm, Pipeline, append_text, default_comm, load_history
 from nas.search.objectives import Problem, parse_constraint
 from nas.search.oracle import Oracle
 from nas.search.random import RandomSearch
 from nas.search.report import (
     FrontSpec, front, front_hypervolume, front_specs, summary_table, write_front,
 )
-from nas.space import Arch, SearchSpace
+from nas.space import SearchSpace
 
 HISTORY, CONFIG, LOG, SUMMARY = "history.jsonl", "config.yaml", "search_log.jsonl", "summary.json"
-_BOOKKEEPING = ("arch", "batch", "batch_size")
 # Settings that change how, not what, is computed: a restart may change them.
 _NOT_COMPARED = ("device",)
-
-
-# ------------------------------------------------------------------------------ distributed
-
-
-class LocalComm:
-    """A single process: rank 0 of 1."""
-
-    rank, world = 0, 1
-
-    def broadcast(self, obj: Any) -> Any:
-        return obj
-
-
-class TorchComm(LocalComm):
-    """The ranks of an initialised ``torch.distributed`` group; objects come from rank 0."""
-
-    def __init__(self):
-        import torch.distributed as dist
-
-        self._dist = dist
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-
-    def broadcast(self, obj: Any) -> Any:
-        box = [obj if self.rank == 0 else None]
-        self._dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-
-def default_comm() -> LocalComm:
-    """TorchComm when this process is in an initialised group of several ranks."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized() \
-            and dist.get_world_size() > 1:
-        return TorchComm()
-    return LocalComm()
-
-
-# ------------------------------------------------------------------------------ history
-
-
-def load_history(path: Path) -> list[list[dict]]:
-    """The complete batches of a history file, in order; a torn or incomplete last batch is
-    dropped (and cut from the file), as a kill mid-write leaves it.
-
-    Raises:
-        ConfigError: a line in the middle of the file that is not a record of this format.
-    """
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines(keepends=True)
-    batches: list[list[dict]] = []
-    kept = 0
-    for no, line in enumerate(lines, start=1):
-        try:
-            if not line.endswith("\n"):
-                raise ValueError("torn line")
-            rec = json.loads(line)
-            ok = isinstance(rec, dict) and isinstance(rec.get("arch"), str) \
-                and isinstance(rec.get("batch"), int) and isinstance(rec.get("batch_size"), int)
-        except ValueError:
-            ok = False
-        if not ok:
-            if no == len(lines):
-                break
-            raise ConfigError(f"{path}:{no}: not a history record of this format")
-        if not batches or len(batches[-1]) == batches[-1][0]["batch_size"]:
-            if rec["batch"] != len(batches):
-                raise ConfigError(f"{path}:{no}: batch {rec['batch']} where {len(batches)} was "
-                                  "expected; the history is damaged")
-            batches.append([])
-        batches[-1].append(rec)
-        kept = no
-    if batches and len(batches[-1]) < batches[-1][0]["batch_size"]:
-        kept -= len(batches.pop())
-    if kept < len(lines):
-        atomic_write_text(path, "".join(lines[:kept]))
-    return batches
-
-
-def _record_metrics(rec: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in rec.items() if k not in _BOOKKEEPING}
-
-
-def _append(path: Path, text: str, sync: bool) -> None:
-    import os
-
-    with open(path, "a") as f:
-        f.write(text)
-        f.flush()
-        if sync:
-            os.fsync(f.fileno())
-
-
-# ------------------------------------------------------------------------------ evaluation
-
-
-class Pipeline:
-    """The oracle's evaluate function: replay the history, else evaluate and record.
-
-    Accuracy comes from one ``evaluator.evaluate(archs)`` call per batch (per rung with
-    successive halving), latency from each latency model; every value is a float, as it will be
-    after a JSON round trip, so a replayed search sees exactly what the original one saw.
-    """
-
-    def __init__(self, evaluator, latency_models: Sequence, *, replay: list[list[dict]],
-                 history: Path | None, comm: LocalComm, halving: Halving | None,
-                 full_images: int | None):
-        self.evaluator, self.latency_models = evaluator, list(latency_models)
-        self.replay, self.history, self.comm = replay, history, comm
-        self.halving, self.full_images = halving, full_images
-        self.batches = 0
-        self.replayed = 0
-
-    def __call__(self, archs: list[Arch], order: Callable) -> list[dict]:
-        texts = [str(a) for a in archs]
-        if self.batches < len(self.replay):
-            recs = self.replay[self.batches]
-            if [r["arch"] for r in recs] != texts:
-                raise ConfigError(
-                    f"the history diverges from the search at batch {self.batches} (expected "
-                    f"{recs[0]['arch']}..., got {texts[0]}...): the searcher, the space or the "
-                    "metrics source changed since it was written; use a new output folder")
-            self.batches += 1
-            self.replayed += len(recs)
-            return [_record_metrics(r) for r in recs]
-        metrics = self.comm.broadcast(self._evaluate(archs, order))
-        if self.history is not None and self.comm.rank == 0:
-            lines = "".join(json.dumps({"arch": t, **m, "batch": self.batches,
-                                        "batch_size": len(archs)}) + "\n"
-                            for t, m in zip(texts, metrics))
-            _append(self.history, lines, sync=True)
-        self.batches += 1
-        return metrics
-
-    def _evaluate(self, archs: list[Arch], order: Callable) -> list[dict]:
-        lat = [{latency_key(m.device): float(m.latency_ms(a)) for m in self.latency_models}
-               for a in archs]
-        if self.halving is not None and len(archs) > 1:
-            out = successive_halving(
-                archs, lambda sub, n: self.evaluator.evaluate(sub, num_val_images=n), order,
-                self.full_images, self.halving, extra=lat)
-        else:
-            out = [{**m, **l} for m, l in zip(self.evaluator.evaluate(archs), lat)]
-            if self.full_images is not None:
-                out = [{**m, VAL_IMAGES: self.full_images, IMAGES: self.full_images} for m in out]
-        return [{k: float(v) for k, v in m.items()} for m in out]
 
 
 # ------------------------------------------------------------------------------ building
@@ -381,7 +233,7 @@ class _Monitor:
                  "images": self.result.images}
         self.batch += 1
         if self.log is not None:
-            _append(self.log, json.dumps(entry) + "\n", sync=False)
+            append_text(self.log, json.dumps(entry) + "\n", sync=False)
         if self.bar is not None:
             self.bar.update(len(batch))
             post = {"top1": "-" if best is None else f"{100 * best:.2f}%"}
@@ -458,6 +310,7 @@ def run_search(config: SearchConfig, *, out: str | Path | None = None, evaluator
     result.candidates = oracle.candidates
     try:
         searcher.run(oracle, random.Random(config.seed))
+        check_feasible(oracle, None)  # also for searchers that do not steer (random)
     finally:
         if bar is not None:
             bar.close()
