@@ -10,7 +10,9 @@ baseline measured in the same run.
     python benchmarks/bench_latency.py [--spaces demo nb201_elastic] [--batches 1 64] \\
         [--archs 50] [--threads 2] [--out-dir checkpoints/latency]
 
-CPU timings are noisy on a shared machine: run it when the machine is otherwise idle. The
+CPU timings are noisy on a shared machine: run it when the machine is otherwise idle, or with
+``--threads 1 --clock thread`` (CPU time of the one timing thread, which other processes do not
+inflate). The
 ``other CPU`` column is the share of the machine's CPU time that other processes used during the
 row (from /proc/stat, Linux only): rows measured under load are not fidelity figures.
 """
@@ -66,7 +68,7 @@ def run_one(name: str, batch: int, args) -> dict:
     space = SearchSpace.from_yaml(ROOT / "search_spaces" / f"{name}.yaml")
     model = {"in_channels": IN_CHANNELS.get(name, 3), "num_classes": 10}
     timing = {"warmup": args.warmup, "repeats": args.repeats, "min_time_ms": args.min_time_ms,
-              "statistic": args.statistic}
+              "statistic": args.statistic, "clock": args.clock}
     start = time.perf_counter()
     profile = build_profile(space, device="cpu", batch_size=batch, threads=args.threads,
                             calibrate=args.calibrate, seed=args.seed, **timing, **model)
@@ -106,12 +108,15 @@ def main() -> None:
     parser.add_argument("--min-time-ms", type=float, default=5.0)
     parser.add_argument("--statistic", choices=["median", "min"], default="median",
                         help="over the timing rounds, for the table and the measurements")
+    parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                        help="thread: this thread's CPU time (with --threads 1), immune to other "
+                             "processes on a shared machine")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, help="also write the profiles there")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {args.threads} threads, {args.archs} random archs per row "
           f"(not used by the fit), {args.calibrate} calibration archs, {args.statistic} of "
-          f"{args.repeats} interleaved rounds")
+          f"{args.repeats} interleaved rounds, {args.clock} clock")
     header = (f"{'space':<14}{'batch':>6}{'entries':>8}{'profile s':>10}{'measure s':>10}"
               f"{'median ms':>10}{'MAPE %':>8}{'<=10 %':>8}{'max %':>7}{'tau':>7}{'FLOPs tau':>10}"
               f"{'other CPU':>10}")

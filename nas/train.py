@@ -3,7 +3,8 @@
 The implementation lives in the :mod:`nas.training` package (strategies, optimizer, distributed,
 run directory, loop); this module is its public face, as in the design's layout.
 """
-from nas.training import STRATEGIES, DivergedError, TrainConfig, TrainResult, make_strategy, train_supernet
+from nas.training import (STRATEGIES, DivergedError, TrainConfig, TrainResult, make_strategy,
+                          train_supernet)
 
 __all__ = ["DivergedError", "STRATEGIES", "TrainConfig", "TrainResult", "make_strategy",
            "train_supernet"]

@@ -84,7 +84,7 @@ def test_time_calls_warms_up_then_takes_the_statistic_of_interleaved_rounds(monk
     order = []
     timings = iter([0.010, 0.010] + [0.003, 0.004, 0.001, 0.006, 0.002, 0.005])  # seconds
 
-    def fake_timed(fn, number, sync):
+    def fake_timed(fn, number, sync, clock):
         fn()
         return next(timings)
 
@@ -98,6 +98,15 @@ def test_time_calls_warms_up_then_takes_the_statistic_of_interleaved_rounds(monk
     assert result[0] == pytest.approx(expected)
     with pytest.raises(target.ProfileError, match="unknown statistic 'mean'"):
         target.time_calls(fns, torch.device("cpu"), statistic="mean")
+
+
+def test_thread_clock_needs_one_cpu_thread(tiny):
+    with target.num_threads(2), pytest.raises(target.ProfileError, match="1 thread"):
+        target.time_calls([lambda: None], torch.device("cpu"), clock="thread")
+    model = MeasuredLatency(tiny, threads=1, in_channels=1, num_classes=3, clock="thread", **FAST)
+    assert model.latency_ms(tiny.max_arch()) > 0
+    with pytest.raises(ConfigError, match="1 thread"):
+        MeasuredLatency(tiny, threads=2, clock="thread", **FAST).latency_ms(tiny.min_arch())
 
 
 def test_fit_recovers_exact_constants():

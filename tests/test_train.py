@@ -5,7 +5,6 @@ thread, so that the whole file runs in about a minute on two cores.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -216,7 +215,8 @@ def test_run_dir_is_self_describing_and_the_reported_top1_is_recomputable(tiny_p
     config = from_mapping(TrainConfig, yaml.safe_load((out / "config.yaml").read_text()))
     assert config == from_mapping(TrainConfig, ckpt["config"])
     assert (config.checkpoint_every, config.lr, config.train_subset) == (4, 0.5, 160)
-    assert ckpt["data"]["info"]["num_classes"] == 10 and ckpt["data"]["name"] == "fashion-mnist-small"
+    assert ckpt["data"]["name"] == "fashion-mnist-small"
+    assert ckpt["data"]["info"]["num_classes"] == 10 and ckpt["data"]["split"]["num_val"] == 40
     assert isinstance(ckpt["rng"]["python"], list) and ckpt["optimizer"]["state"]
 
     # The final line reports the largest subnet's top-1, and it is reproduced from the
@@ -334,7 +334,8 @@ def test_ddp_two_cpu_ranks_keep_identical_weights(tiny_path, tiny, tmp_path):
                                          download=False, expected_sha256=None)
         result = train_supernet(config, SearchSpace.from_yaml({str(tiny_path)!r}), train, val,
                                 {str(tmp_path / 'run')!r}, data_meta=meta)
-        torch.save(dict(result.model.named_parameters()), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+        rank = os.environ["RANK"]
+        torch.save(dict(result.model.named_parameters()), {str(tmp_path)!r} + f"/rank{{rank}}.pt")
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2",
@@ -366,6 +367,8 @@ def test_ddp_two_cpu_ranks_keep_identical_weights(tiny_path, tiny, tmp_path):
     (["--epochs", "x"], "invalid int value: 'x'"),
     (["--data", "nope"], "unknown data set 'nope'"),
     (["--resume"], "there is no run to resume"),
+    pytest.param(["--device", "cuda"], "torch sees no CUDA GPU", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="a GPU is present")),
 ])
 def test_bad_flags_give_one_line_and_exit_code_2(tiny_path, tmp_path, capsys, extra, message):
     out = tmp_path / "run"

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each timing runs a module back to back for at least this long")
     parser.add_argument("--statistic", choices=["median", "min"], default="median",
                         help="over the timing rounds (min: for a CPU shared with other work)")
+    parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                        help="wall time, or this thread's CPU time (cpu and --threads 1 only: "
+                             "immune to other processes on a shared CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,7 +110,7 @@ def _build_with_progress(space: SearchSpace, model: dict, args: argparse.Namespa
             space, device=args.device, batch_size=args.batch_size, threads=args.threads,
             calibrate=args.calibrate, validate=args.validate, seed=args.seed, name=args.name,
             warmup=args.warmup, repeats=args.repeats, min_time_ms=args.min_time_ms,
-            statistic=args.statistic, progress=progress, **model)
+            statistic=args.statistic, clock=args.clock, progress=progress, **model)
     finally:
         if bar is not None:
             bar.close()

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, metavar="S", help="seed of everything random")
     parser.add_argument("--device", choices=DEVICES, help="where to train (default auto)")
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="KEY=VALUE", help=f"any config key: {', '.join(TrainConfig.keys())}")
+                        metavar="KEY=VALUE",
+                        help=f"any config key: {', '.join(TrainConfig.keys())}")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last.pt")
 

@@ -35,7 +35,8 @@ Device profile file (JSON), format ``ofa-nas-latency-profile`` version 1::
     dtype           "float32"
     date            ISO 8601, UTC
     timing          {"warmup", "repeats", "min_time_ms", "statistic" ("median" or "min" over
-                     the rounds), "rounds": "interleaved"}
+                     the rounds), "clock" ("wall", or "thread": CPU time of one thread),
+                     "rounds": "interleaved"}
     entries         {key: milliseconds}, one per distinct layer configuration of the space
                     (key "OP/cC_IN-C_OUT/kK/sSTRIDE/rRES", nas.latency.lut.layer_key) and per
                     elementwise op of the cells' node sums ("node_add/cC/rRES",

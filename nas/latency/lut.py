@@ -222,7 +222,7 @@ def build_profile(space: SearchSpace, *, in_channels: int, num_classes: int, dev
                   batch_size: int = 1, threads: int | None = None, calibrate: int = 20,
                   validate: int = 0, seed: int = 0, name: str | None = None, warmup: int = 3,
                   repeats: int = 7, min_time_ms: float = 5.0, statistic: str = "median",
-                  progress: Callable[[int, int, str], None] | None = None) -> dict:
+                  clock: str = "wall", progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Builds the lookup-table profile of ``space`` on this machine's ``device``.
 
     Args:
@@ -245,7 +245,7 @@ def build_profile(space: SearchSpace, *, in_channels: int, num_classes: int, dev
         return target.profile_layer_list(
             layer_list, device=device, batch_size=batch_size, threads=threads, name=name,
             warmup=warmup, repeats=repeats, min_time_ms=min_time_ms, statistic=statistic,
-            progress=progress)
+            clock=clock, progress=progress)
     except target.ProfileError as exc:
         from nas.errors import ConfigError
         raise ConfigError(str(exc)) from None

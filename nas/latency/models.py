@@ -32,7 +32,8 @@ class MeasuredLatency(LatencyModel):
     """Times the extracted subnet of an arch (``build_subnet``, eval mode, inference mode).
 
     After ``warmup`` calls, the median (or ``statistic="min"``) of ``repeats`` timings (each long
-    enough to last ``min_time_ms``), with CUDA/MPS synchronised before the clock is read; see
+    enough to last ``min_time_ms``), with CUDA/MPS synchronised before the clock is read, on the
+    wall clock (or ``clock="thread"``: CPU time, one thread); see
     :func:`nas.latency.target.time_calls`. Results are cached per arch.
 
     Args:
@@ -52,18 +53,18 @@ class MeasuredLatency(LatencyModel):
     def __init__(self, space: SearchSpace, *, device: str = "cpu", batch_size: int = 1,
                  threads: int | None = None, in_channels: int = 3, num_classes: int = 10,
                  name: str | None = None, warmup: int = 3, repeats: int = 7,
-                 min_time_ms: float = 5.0, statistic: str = "median"):
+                 min_time_ms: float = 5.0, statistic: str = "median", clock: str = "wall"):
         self.torch_device = resolve_device(device)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
         self.space, self.batch_size, self.threads = space, batch_size, threads
         self.in_channels, self.num_classes = in_channels, num_classes
         self.device = name or default_label(self.torch_device, batch_size)
-        if statistic not in target.STATISTICS:
-            raise ConfigError(f"unknown statistic {statistic!r}; choose "
-                              f"{' or '.join(target.STATISTICS)}")
+        if statistic not in target.STATISTICS or clock not in target.CLOCKS:
+            raise ConfigError(f"statistic {statistic!r} / clock {clock!r}: choose "
+                              f"{' or '.join(target.STATISTICS)} / {' or '.join(target.CLOCKS)}")
         self.timing = {"warmup": warmup, "repeats": repeats, "min_time_ms": min_time_ms,
-                       "statistic": statistic}
+                       "statistic": statistic, "clock": clock}
         self._cache: dict[Arch, float] = {}
 
     def _runner(self, arch: Arch):
@@ -79,8 +80,11 @@ class MeasuredLatency(LatencyModel):
         todo = list(dict.fromkeys(a for a in archs if a not in self._cache))
         if todo:
             runners = [self._runner(a) for a in todo]
-            with target.num_threads(self.threads), torch.inference_mode():
-                times = target.time_calls(runners, self.torch_device, **self.timing)
+            try:
+                with target.num_threads(self.threads), torch.inference_mode():
+                    times = target.time_calls(runners, self.torch_device, **self.timing)
+            except target.ProfileError as exc:
+                raise ConfigError(str(exc)) from None
             self._cache.update(zip(todo, times))
         return [self._cache[a] for a in archs]
 

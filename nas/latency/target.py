@@ -24,8 +24,10 @@ Timing: eval mode under ``torch.inference_mode``, a fixed thread count, ``warmup
 ``repeats`` rounds that time every item once each (interleaved, so that a load change on the
 machine hits all items alike); each time is the mean of enough back-to-back calls to last at
 least ``min_time_ms``, and the reported figure is the median over rounds (or, with
-``statistic="min"``, the minimum: more robust where other processes share the CPU). CUDA and MPS are
-synchronised before the clock is read. Python's garbage collector is paused while timing.
+``statistic="min"``, the minimum). CUDA and MPS are synchronised before the clock is read.
+Python's garbage collector is paused while timing. The clock is wall time; on a CPU shared with
+other work, ``clock="thread"`` (one thread only) reads this thread's CPU time instead, which
+other processes do not inflate.
 
 Layer list schema (JSON)::
 
@@ -77,6 +79,10 @@ PROFILE_VERSION = 1
 FIT_FEATURES = ("intercept", "lut_sum_ms", "items")
 DEVICES = "cpu, cuda, cuda:N or mps"
 STATISTICS = {"median": statistics.median, "min": min}
+# "wall": elapsed time, what a user waits for. "thread": CPU time of the calling thread, which
+# other processes preempting this one do not inflate; valid for one CPU thread only (the work of
+# other intra-op threads would be missed), for profiling on a CPU shared with other work.
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 class ProfileError(ValueError):
@@ -253,18 +259,19 @@ def num_threads(threads: int | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------------- timing
 
 
-def _timed(fn: Callable[[], Any], number: int, sync: Callable[[], None]) -> float:
+def _timed(fn: Callable[[], Any], number: int, sync: Callable[[], None],
+           clock: Callable[[], float] = time.perf_counter) -> float:
     sync()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(number):
         fn()
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def time_calls(fns: Sequence[Callable[[], Any]], device: torch.device, *, warmup: int = 3,
                repeats: int = 7, min_time_ms: float = 5.0, statistic: str = "median",
-               progress: Callable[[int], None] | None = None) -> list[float]:
+               clock: str = "wall", progress: Callable[[int], None] | None = None) -> list[float]:
     """Milliseconds per call of each function (median over rounds), measured interleaved.
 
     Args:
@@ -276,6 +283,8 @@ def time_calls(fns: Sequence[Callable[[], Any]], device: torch.device, *, warmup
             (calls per timing are fixed per function after the warm-up).
         statistic: ``median`` over the rounds, or ``min`` (robust to other processes that
             preempt this one now and then: interference only ever adds time).
+        clock: ``wall`` (elapsed time), or ``thread`` (CPU time of this thread: immune to other
+            processes on a shared CPU; needs the CPU device and one torch thread).
         progress: called with the number of timings just done (for a progress bar); the total is
             ``len(fns) * (repeats + 1)``.
 
@@ -286,6 +295,12 @@ def time_calls(fns: Sequence[Callable[[], Any]], device: torch.device, *, warmup
         raise ProfileError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
     if statistic not in STATISTICS:
         raise ProfileError(f"unknown statistic {statistic!r}; choose {' or '.join(STATISTICS)}")
+    if clock not in CLOCKS:
+        raise ProfileError(f"unknown clock {clock!r}; choose {' or '.join(CLOCKS)}")
+    if clock == "thread" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise ProfileError(f"the thread clock measures one CPU thread; use it with the cpu device "
+                           f"and 1 thread (got {device}, {torch.get_num_threads()} threads)")
+    tick = CLOCKS[clock]
     sync = synchronizer(device)
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -294,18 +309,18 @@ def time_calls(fns: Sequence[Callable[[], Any]], device: torch.device, *, warmup
         for fn in fns:  # warm-up, then calls per timing from one (or a few) trial timings
             for _ in range(warmup):
                 fn()
-            number, elapsed = 1, _timed(fn, 1, sync)
+            number, elapsed = 1, _timed(fn, 1, sync, tick)
             while elapsed * 1e3 < min_time_ms and number < 100_000:
                 number = min(100_000, max(2 * number, math.ceil(
                     number * 1.2 * min_time_ms / max(elapsed * 1e3, 1e-6))))
-                elapsed = _timed(fn, number, sync)
+                elapsed = _timed(fn, number, sync, tick)
             numbers.append(number)
             if progress:
                 progress(1)
         samples: list[list[float]] = [[] for _ in fns]
         for _ in range(repeats):
             for i, fn in enumerate(fns):
-                samples[i].append(_timed(fn, numbers[i], sync) / numbers[i])
+                samples[i].append(_timed(fn, numbers[i], sync, tick) / numbers[i])
                 if progress:
                     progress(1)
     finally:
@@ -413,6 +428,7 @@ def check_layer_list(layer_list: Any) -> None:
 def profile_layer_list(layer_list: dict, *, device: str = "cpu", batch_size: int = 1,
                        threads: int | None = None, name: str | None = None, warmup: int = 3,
                        repeats: int = 7, min_time_ms: float = 5.0, statistic: str = "median",
+                       clock: str = "wall",
                        progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Times a layer list on ``device`` and returns the profile (a JSON-ready dict).
 
@@ -423,7 +439,7 @@ def profile_layer_list(layer_list: dict, *, device: str = "cpu", batch_size: int
         threads: torch intra-op threads (default: torch's current setting).
         name: the device label recorded in the profile (metric key ``latency_ms.NAME``); default
             the device type, with ``_bBATCH`` appended when the batch is not 1.
-        warmup, repeats, min_time_ms, statistic: see :func:`time_calls`.
+        warmup, repeats, min_time_ms, statistic, clock: see :func:`time_calls`.
         progress: called as ``progress(done, total, "timing")`` after each timing.
 
     Raises:
@@ -455,7 +471,7 @@ def profile_layer_list(layer_list: dict, *, device: str = "cpu", batch_size: int
         net_runs = [_runner(build_module(n["module"], layers), n["input"], batch_size, dev, dtype)
                     for n in nets]
     timing = {"warmup": warmup, "repeats": repeats, "min_time_ms": min_time_ms,
-              "statistic": statistic}
+              "statistic": statistic, "clock": clock}
     with num_threads(threads), torch.inference_mode():
         used_threads = torch.get_num_threads()
         # Layers and networks in the same interleaved rounds: a change of load on the machine
@@ -537,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-time-ms", type=float, default=5.0)
     parser.add_argument("--statistic", choices=list(STATISTICS), default="median",
                         help="over the timing rounds (min: for a CPU shared with other work)")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="wall time, or this thread's CPU time (cpu, --threads 1 only: for a "
+                             "CPU shared with other work)")
     args = parser.parse_args(argv)
     try:
         try:
@@ -552,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = profile_layer_list(
             layer_list, device=args.device, batch_size=args.batch_size, threads=args.threads,
             name=args.name, warmup=args.warmup, repeats=args.repeats,
-            min_time_ms=args.min_time_ms, statistic=args.statistic, progress=progress)
+            min_time_ms=args.min_time_ms, statistic=args.statistic, clock=args.clock,
+            progress=progress)
         print(file=sys.stderr)
     except ProfileError as exc:
         print(f"profile_device: error: {exc}", file=sys.stderr)

@@ -33,8 +33,8 @@ from nas.space import Arch, SearchSpace
 from nas.supernet import Supernet
 from nas.training import distributed, state
 from nas.training.config import TrainConfig
-from nas.training.optim import CosineWarmup, build_optimizer, scaled_lr
 from nas.training.monitor import Meter, SubnetEvaluator, progress_bar
+from nas.training.optim import CosineWarmup, build_optimizer, scaled_lr
 from nas.training.strategies import LossConfig, forward_backward, make_strategy
 
 

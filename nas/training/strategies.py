@@ -117,8 +117,8 @@ class Progressive(Strategy):
         _, elastic = self.phase(progress)
         if not elastic:
             return [largest]
-        fixed = {dim: getattr(largest, dim)
-                 for dim in ("cell", "depth", "width", "kernel", "resolution") if dim not in elastic}
+        dims = ("cell", "depth", "width", "kernel", "resolution")
+        fixed = {dim: getattr(largest, dim) for dim in dims if dim not in elastic}
         return [largest] + [dataclasses.replace(space.sample(rng), **fixed)
                             for _ in range(self.num_random)]
 
