@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from nas import SearchSpace, Supernet
+
+from _timing import time_pair  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"nb201": (1.05, 1.08), "demo": (1.10, 1.10)}
@@ -32,18 +33,6 @@ def _train_step(model, x, y, params):
     for p in params:
         p.grad = None
     F.cross_entropy(model(x), y).backward()
-
-
-def _time_pair(run_a, run_b, repeats: int) -> tuple[float, float]:
-    """Median seconds of run_a and run_b, called alternately after one warm-up each."""
-    run_a(), run_b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for run, out in ((run_a, ta), (run_b, tb)):
-            start = time.perf_counter()
-            run()
-            out.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
 
 
 def bench_space(name: str, repeats: int, batch: int, seed: int) -> list[dict]:
@@ -61,11 +50,11 @@ def bench_space(name: str, repeats: int, batch: int, seed: int) -> list[dict]:
         y = torch.randint(0, 10, (batch,))
         net.train(), sub.train()
         net_params, sub_params = list(net.parameters()), list(sub.parameters())
-        train_a, train_b = _time_pair(lambda: _train_step(lambda t: net(t, arch), x, y, net_params),
+        train_a, train_b = time_pair(lambda: _train_step(lambda t: net(t, arch), x, y, net_params),
                                       lambda: _train_step(sub, x, y, sub_params), repeats)
         net.eval(), sub.eval()
         with torch.no_grad():
-            fwd_a, fwd_b = _time_pair(lambda: net(x, arch), lambda: sub(x), repeats)
+            fwd_a, fwd_b = time_pair(lambda: net(x, arch), lambda: sub(x), repeats)
         rows.append({"space": name, "arch": label, "params_m": space.params(arch, in_channels=in_channels) / 1e6,
                      "train_super_ms": train_a * 1e3, "train_sub_ms": train_b * 1e3,
                      "train_ratio": train_a / train_b, "fwd_super_ms": fwd_a * 1e3,

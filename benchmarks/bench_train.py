@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,8 @@ from nas.training.distributed import World
 from nas.training.loop import Run, step_rng, train_step
 from nas.training.state import data_meta
 
+from _timing import time_pair  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1.20
 
@@ -37,18 +38,6 @@ def _plain_step(subnets, params, x, y) -> None:
         p.grad = None
     for sub in subnets:
         F.cross_entropy(sub(x), y).backward()
-
-
-def _time_pair(run_a, run_b, repeats: int) -> tuple[float, float]:
-    """Median seconds of run_a and run_b, called alternately after one warm-up each."""
-    run_a(), run_b()
-    ta, tb = [], []
-    for _ in range(repeats):
-        for run, out in ((run_a, ta), (run_b, tb)):
-            start = time.perf_counter()
-            run()
-            out.append(time.perf_counter() - start)
-    return statistics.median(ta), statistics.median(tb)
 
 
 def main() -> int:
@@ -84,7 +73,7 @@ def main() -> int:
         plain_params = [p for s in subnets for p in s.parameters()]
         inputs = [x if x.shape[-1] == a.resolution else
                   F.interpolate(x, size=(a.resolution,) * 2, mode="bilinear") for a in archs]
-        ta, tb = _time_pair(
+        ta, tb = time_pair(
             lambda: train_step(run, x, y, archs, step=step, lr=0.01),
             lambda: [_plain_step([s], plain_params, xi, y) for s, xi in zip(subnets, inputs)],
             args.repeats)

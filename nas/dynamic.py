@@ -158,7 +158,7 @@ class DynamicConvBN(nn.Module):
 
 class ResBlock(nn.Module):
     """The reduction block of NAS-Bench-201 built from plain layers: a strided basic block whose
-    shortcut is average pooling then a 1x1 convolution."""
+    shortcut is average pooling then a 1x1 convolution (then BatchNorm, in ``resblock_bn``)."""
 
     def __init__(self, conv_a: nn.Module, conv_b: nn.Module, shortcut: nn.Module):
         super().__init__()
@@ -171,23 +171,37 @@ class ResBlock(nn.Module):
 
 
 class DynamicResBlock(nn.Module):
-    """The reduction block, elastic in input and output width."""
+    """The reduction block, elastic in input and output width.
 
-    def __init__(self, c_in: int, c_out: int):
+    With ``shortcut_bn`` the shortcut's 1x1 convolution is followed by BatchNorm, so that the
+    block's output scale does not depend on its input's. NAS-Bench-201 has no such BN; but in a
+    weight-sharing supernet the input scale differs by orders of magnitude between subnets (a
+    cell of skip connections adds its input to itself), and one shared shortcut weight cannot
+    serve them all.
+    """
+
+    def __init__(self, c_in: int, c_out: int, shortcut_bn: bool = False):
         super().__init__()
         self.conv_a = DynamicReLUConvBN(c_in, c_out, 3, stride=2)
         self.conv_b = DynamicReLUConvBN(c_out, c_out, 3)
         self.pool = nn.AvgPool2d(2, stride=2)
         self.shortcut = DynamicConv2d(c_in, c_out, 1)
+        self.shortcut_bn = DynamicBatchNorm2d(c_out) if shortcut_bn else None
 
     def forward(self, x: torch.Tensor, c_out: int, kernel: int = 3) -> torch.Tensor:
-        return self.shortcut(self.pool(x), c_out, 1) + self.conv_b(self.conv_a(x, c_out, 3), c_out, 3)
+        shortcut = self.shortcut(self.pool(x), c_out, 1)
+        if self.shortcut_bn is not None:
+            shortcut = self.shortcut_bn(shortcut)
+        return shortcut + self.conv_b(self.conv_a(x, c_out, 3), c_out, 3)
 
     def extract(self, c_in: int, c_out: int, kernel: int = 3) -> ResBlock:
+        shortcut = [nn.AvgPool2d(2, stride=2), self.shortcut.extract(c_in, c_out, 1)]
+        if self.shortcut_bn is not None:
+            shortcut.append(self.shortcut_bn.extract(c_out))
         return ResBlock(
             self.conv_a.extract(c_in, c_out, 3),
             self.conv_b.extract(c_out, c_out, 3),
-            nn.Sequential(nn.AvgPool2d(2, stride=2), self.shortcut.extract(c_in, c_out, 1)),
+            nn.Sequential(*shortcut),
         )
 
 

@@ -132,17 +132,27 @@ register(OpSpec(
     params=lambda c_in, c_out, k, *_: c_in * c_out * k * k + 2 * c_out,
     flops=lambda c_in, c_out, k, stride, res, *_: _conv_flops(c_in, c_out, k, res),
 ))
+def _resblock_params(c_in: int, c_out: int, *_: int) -> int:
+    # conv_a (3x3, stride 2) + conv_b (3x3) + 1x1 shortcut conv, two BNs.
+    return 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + 2 * c_out + c_in * c_out
+
+
+def _resblock_flops(c_in: int, c_out: int, k: int, stride: int, res: int, *_: int) -> int:
+    return (_conv_flops(c_in, c_out, 3, _out_res(res, 2)) + _conv_flops(c_out, c_out, 3, _out_res(res, 2))
+            + _conv_flops(c_in, c_out, 1, res // 2))
+
+
 register(OpSpec(
     "resblock", cell_op=False, is_zero=False, has_weights=True, elastic_kernel=False, kernel=3,
     make_dynamic=lambda c_in, c_out, k, stride: dynamic.DynamicResBlock(c_in, c_out),
-    # conv_a (3x3, stride 2) + conv_b (3x3) + 1x1 shortcut conv, two BNs.
-    params=lambda c_in, c_out, *_: 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + 2 * c_out
-    + c_in * c_out,
-    flops=lambda c_in, c_out, k, stride, res, *_: (
-        _conv_flops(c_in, c_out, 3, _out_res(res, 2)) + _conv_flops(c_out, c_out, 3, _out_res(res, 2))
-        + _conv_flops(c_in, c_out, 1, res // 2)
-    ),
+    params=_resblock_params, flops=_resblock_flops,
 ))
+register(OpSpec(  # the same with BatchNorm after the shortcut conv (see DynamicResBlock)
+    "resblock_bn", cell_op=False, is_zero=False, has_weights=True, elastic_kernel=False, kernel=3,
+    make_dynamic=lambda c_in, c_out, k, stride: dynamic.DynamicResBlock(c_in, c_out, shortcut_bn=True),
+    params=lambda c_in, c_out, *_: _resblock_params(c_in, c_out) + 2 * c_out, flops=_resblock_flops,
+))
+REDUCTIONS = ("resblock", "resblock_bn")
 register(OpSpec(
     "classifier", cell_op=False, is_zero=False, has_weights=True, elastic_kernel=False, kernel=0,
     make_dynamic=lambda c_in, num_classes, k, stride: dynamic.DynamicHead(c_in, num_classes),

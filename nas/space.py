@@ -111,7 +111,7 @@ class Layer:
         return ops.get(self.op).flops(self.c_in, self.c_out, self.kernel, self.stride, self.res_in)
 
 
-_TOP_KEYS = {"name", "description", "cell", "stages", "resolution"}
+_TOP_KEYS = {"name", "description", "cell", "stages", "resolution", "reduction"}
 _CELL_KEYS = {"nodes", "ops"}
 _STAGE_KEYS = {"cells", "depth", "width", "kernel"}
 
@@ -124,8 +124,9 @@ class SearchSpace:
     """
 
     def __init__(self, *, name: str, num_nodes: int, ops_: tuple[str, ...], stages: tuple[Stage, ...],
-                 resolution: tuple[int, ...], description: str = ""):
+                 resolution: tuple[int, ...], description: str = "", reduction: str = "resblock"):
         self.name = name
+        self.reduction = reduction  # the op of the blocks between stages (ops.REDUCTIONS)
         self.description = description
         self.num_nodes = num_nodes
         self.ops = ops_
@@ -195,6 +196,10 @@ class SearchSpace:
             if r % factor:
                 check.fail(f"resolution[{i}]", f"{r} is not divisible by {factor} "
                            f"(each of the {len(stages) - 1} reduction blocks halves it)")
+        reduction = raw.get("reduction", "resblock")
+        if reduction not in ops.REDUCTIONS:
+            check.fail("reduction", f"unknown reduction block {reduction!r}; "
+                       f"allowed: {', '.join(ops.REDUCTIONS)}")
         description = raw.get("description", "")
         if not isinstance(description, str):
             check.fail("description", "must be a string")
@@ -202,7 +207,7 @@ class SearchSpace:
         if not isinstance(name, str):
             check.fail("name", "must be a string")
         return cls(name=name, num_nodes=num_nodes, ops_=op_names, stages=tuple(stages),
-                   resolution=resolution, description=description)
+                   resolution=resolution, description=description, reduction=reduction)
 
     def to_config(self) -> dict[str, Any]:
         """The YAML mapping of this space (``from_config(to_config())`` is an equal space)."""
@@ -212,6 +217,7 @@ class SearchSpace:
             "stages": [{"cells": s.cells, "depth": list(s.depth), "width": list(s.width),
                         "kernel": list(s.kernel)} for s in self.stages],
             "resolution": list(self.resolution),
+            "reduction": self.reduction,
         }
 
     def __eq__(self, other: object) -> bool:
@@ -420,7 +426,7 @@ class SearchSpace:
                     k = arch.kernel[s] if spec.elastic_kernel else spec.kernel
                     yield Layer(f"stage{s}_cell{i}_edge{e}_{op}", op, c, c, k, 1, res, s, i, e)
             if s < last:
-                yield Layer(f"reduce{s}", "resblock", c, arch.width[s + 1], 3, 2, res, s)
+                yield Layer(f"reduce{s}", self.reduction, c, arch.width[s + 1], 3, 2, res, s)
                 res //= 2
         yield Layer("head", "classifier", arch.width[last], num_classes, 0, 1, res)
 

@@ -135,7 +135,6 @@ class Supernet(nn.Module):
         pipeline's job.
         """
         x = self.layers["stem"](x, arch.width[0], 3)
-        wiring = self.space.edges
         num_nodes = self.space.num_nodes
         specs = [ops.get(op) for op in arch.cell]
         for s, cells in enumerate(self._edges):

@@ -6,7 +6,6 @@ import random
 import subprocess
 import sys
 import textwrap
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from nas.data import Batches, DatasetInfo, TensorData, load_dataset, train_val_s
 from nas.errors import ArchError, CheckpointError, ConfigError
 from nas.evaluate import EvalCache, SupernetEvaluator, accuracy, calibrate_bn
 from nas.latency import make_latency_model
-from tests.conftest import load_space
+from tests.conftest import load_space, save_untrained_demo_checkpoint
 
 BIN = Path(sys.executable).parent
 TINY = {"name": "tiny", "cell": {"nodes": 3, "ops": ["none", "skip_connect", "nor_conv_1x1",
@@ -271,18 +270,7 @@ def test_sharded_over_two_ranks(tiny, tmp_path):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """An untrained demo supernet saved as a training run would save it."""
-    torch.manual_seed(0)
-    space = load_space("demo")
-    net = Supernet(space, num_classes=10, in_channels=1)
-    data = load_dataset("fashion-mnist-small")
-    _, _, split = train_val_split(data, 500, 0)
-    path = tmp_path_factory.mktemp("run") / "best.pt"
-    save_checkpoint({"space": space.to_config(), "model": {"num_classes": 10, "in_channels": 1},
-                     "state_dict": net.state_dict(), "config": {}, "step": 0,
-                     "data": {"name": "fashion-mnist-small", "info": asdict(data.info),
-                              "split": split, "train_subset": 0}}, path)
-    return path
+    return save_untrained_demo_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", 500)
 
 
 def test_from_checkpoint_rebuilds_the_recorded_split(checkpoint, tmp_path):

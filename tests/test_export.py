@@ -2,20 +2,17 @@
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
-from nas import Supernet
-from nas.checkpoint import save_checkpoint
 from nas.cli import main
-from nas.data import load_dataset, train_val_split
+from nas.data import load_dataset
 from nas.errors import CheckpointError, ConfigError
 from nas.export import ExportConfig, export_subnet, load_metadata, load_subnet, normalize_images
 from nas.pick import parse_rule, pick
-from tests.conftest import load_space
+from tests.conftest import load_space, save_untrained_demo_checkpoint
 
 ARCH = ("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
         ";depth=1,2,1;width=6,8,24;kernel=5,3,3")
@@ -23,17 +20,7 @@ ARCH = ("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """An untrained demo supernet saved as a training run would save it."""
-    torch.manual_seed(0)
-    space = load_space("demo")
-    net = Supernet(space, num_classes=10, in_channels=1)
-    data = load_dataset("fashion-mnist-small")
-    _, _, split = train_val_split(data, 500, 0)
-    path = tmp_path_factory.mktemp("run") / "best.pt"
-    save_checkpoint({"space": space.to_config(), "model": {"num_classes": 10, "in_channels": 1},
-                     "state_dict": net.state_dict(), "config": {}, "step": 0,
-                     "data": {"name": "fashion-mnist-small", "info": asdict(data.info), "split": split}}, path)
-    return path
+    return save_untrained_demo_checkpoint(tmp_path_factory.mktemp("run") / "best.pt", 500)
 
 
 @pytest.fixture(scope="module")

@@ -177,7 +177,9 @@ def _same_function(reference: torch.nn.Module, spec: dict, layers: dict | None, 
 
 
 def test_every_op_of_the_registry_has_a_buildable_spec(tiny):
-    configs = layer_configs(tiny, in_channels=1, num_classes=3)
+    with_bn = SearchSpace.from_config({**TINY, "reduction": "resblock_bn"})
+    configs = {**layer_configs(tiny, in_channels=1, num_classes=3),
+               **layer_configs(with_bn, in_channels=1, num_classes=3)}
     assert {i.op for i in configs.values() if not isinstance(i, NodeSum)} == {
         op for op in ops._REGISTRY if not ops.get(op).is_zero}
     for key, item in configs.items():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SPACES_DIR, load_space
+from conftest import ROOT, SPACES_DIR, load_space, save_untrained_demo_checkpoint
 from nas.cli import main
 from nas.errors import ConfigError, DataError, NASError
 from nas.search import (
@@ -465,26 +465,7 @@ def test_resume_after_sigkill_of_a_table_search(synthetic_table, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_checkpoint(tmp_path_factory) -> Path:
-    """An untrained demo supernet saved as a training run would save it."""
-    from dataclasses import asdict
-
-    import torch
-
-    from nas.checkpoint import save_checkpoint
-    from nas.data import load_dataset, train_val_split
-    from nas.supernet import Supernet
-
-    torch.manual_seed(0)
-    space = load_space("demo")
-    net = Supernet(space, num_classes=10, in_channels=1)
-    data = load_dataset("fashion-mnist-small")
-    _, _, split = train_val_split(data, 270, 0)
-    path = tmp_path_factory.mktemp("supernet") / "best.pt"
-    save_checkpoint({"space": space.to_config(), "model": {"num_classes": 10, "in_channels": 1},
-                     "state_dict": net.state_dict(), "config": {}, "step": 0,
-                     "data": {"name": "fashion-mnist-small", "info": asdict(data.info),
-                              "split": split, "train_subset": 0}}, path)
-    return path
+    return save_untrained_demo_checkpoint(tmp_path_factory.mktemp("supernet") / "best.pt", 270)
 
 
 def test_supernet_search_with_halving_and_resume(demo_checkpoint, tmp_path):

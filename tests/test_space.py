@@ -163,6 +163,8 @@ def _valid():
     (lambda c: c.update(stages={"a": 1}), "stages", "non-empty list"),
     (lambda c: c.pop("cell"), "cell", "required key is missing"),
     (lambda c: c.update(resolution=[27]), r"resolution\[0\]", "not divisible by 2"),
+    (lambda c: c.update(reduction="resblock_se"), "reduction",
+     "unknown reduction block 'resblock_se'; allowed: resblock, resblock_bn"),
 ])
 def test_bad_yaml_names_file_key_and_what_is_allowed(tmp_path, mutate, where, message):
     config = _valid()

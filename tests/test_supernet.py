@@ -160,3 +160,16 @@ def test_extract_rejects_an_arch_of_another_space(nb201, demo):
 def test_constructor_rejects_bad_sizes(demo):
     with pytest.raises(ValueError, match="num_classes"):
         Supernet(demo, num_classes=0, in_channels=1)
+
+
+def test_reduction_with_shortcut_bn_is_invariant_to_its_input_scale():
+    """resblock_bn's output (train mode) does not depend on the input's scale, which differs by
+    orders of magnitude between subnets; NAS-Bench-201's resblock passes it on through the
+    shortcut conv."""
+    from nas.dynamic import DynamicResBlock
+    torch.manual_seed(0)
+    x = torch.randn(8, 6, 8, 8)
+    with_bn, plain = DynamicResBlock(6, 8, shortcut_bn=True), DynamicResBlock(6, 8)
+    torch.testing.assert_close(with_bn(100 * x, 8), with_bn(x, 8), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(plain(100 * x, 8), plain(x, 8), atol=1e-2)
+    assert load_space("demo").reduction == "resblock_bn" and load_space("nb201").reduction == "resblock"

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=100, help="search queries (default %(default)s)")
     parser.add_argument("--latency-budget", type=float, default=None, metavar="MS",
                         help="latency budget of the exported subnet in ms (default: half the "
-                             "latency of the largest subnet on the front)")
+                             "latency of the slowest subnet on the front, or the fastest's if "
+                             "that is more)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -62,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
             "--latency", str(profile)])
     front_path = search_dir / "pareto_cpu.json"
     front = json.loads(front_path.read_text())["front"]
-    budget = args.latency_budget or 0.5 * max(row["latency_ms.cpu"] for row in front)
+    latencies = [row["latency_ms.cpu"] for row in front]
+    # Half the slowest front member's latency, but never below the fastest one's: always feasible.
+    budget = args.latency_budget or max(min(latencies), 0.5 * max(latencies))
     _stage(f"4/4 export the most accurate subnet under {budget:.3g} ms",
            ["export", "--checkpoint", str(ckpt), "--front", str(front_path), "--pick",
             f"most-accurate:latency<={budget:.6g}", "--out", str(export_dir), "--force"])
