@@ -14,8 +14,7 @@ Note: every rung recalibrates BatchNorm, so wall time falls less than images do.
 
     python benchmarks/bench_halving.py [CHECKPOINT] [--budget 60] [--seeds 3] [--latency flops]
 
-CHECKPOINT defaults to checkpoints/demo/best.pt (``nas train --config recipes/demo.yaml --out
-checkpoints/demo``).
+CHECKPOINT defaults to checkpoints/demo/supernet/best.pt, the supernet ``make demo`` trains.
 """
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("checkpoint", nargs="?", default=str(ROOT / "checkpoints/demo/best.pt"))
+    parser.add_argument("checkpoint", nargs="?", default=str(ROOT / "checkpoints/demo/supernet/best.pt"))
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--latency", default="flops", help="latency spec (default flops)")
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         print(f"checkpoint not found: {args.checkpoint} (train one: nas train --space "
-              "search_spaces/demo.yaml --config recipes/demo.yaml --out checkpoints/demo)",
+              "search_spaces/demo.yaml --config recipes/demo.yaml --out checkpoints/demo/supernet)",
               file=sys.stderr)
         return 2
     from nas.latency import make_latency_model

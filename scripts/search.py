@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Search entry point for ``torchrun`` and scripts: the same as ``nas search``.
 
-    python scripts/search.py --checkpoint checkpoints/demo/best.pt --out runs/demo_search
+    python scripts/search.py --checkpoint checkpoints/demo/supernet/best.pt --out runs/demo_search
     torchrun --standalone --nproc_per_node=2 scripts/search.py --checkpoint ... --out ...
 """
 import sys

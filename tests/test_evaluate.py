@@ -29,8 +29,8 @@ TINY = {"name": "tiny", "cell": {"nodes": 3, "ops": ["none", "skip_connect", "no
         "stages": [{"cells": 2, "depth": [1, 2], "width": [4, 8], "kernel": [3, 5]},
                    {"cells": 1, "width": [8, 12]}],
         "resolution": [8, 16]}
-DEMO_ARCH = ("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|"
-             "nor_conv_3x3~2|;depth=1,2,1;width=6,8,24;kernel=5,3,3")
+DEMO_ARCH = ("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|nor_conv_1x1~0|skip_connect~1|"
+             "nor_conv_3x3~2|;depth=1,2,1;width=6,8,24")
 
 
 def synthetic(n: int, seed: int) -> TensorData:
@@ -348,7 +348,7 @@ def other_profile(tmp_path_factory):
     (["--latency", "flops", "--latency", "measured:cpu@flops"], "two latency models are labelled"),
     (["--latency", "OTHER"], "does not match space 'demo'"),
     (["--latency", "WRONG_FORMAT"], "not a latency profile (format 'ofa-nas-layer-list'"),
-    (["--arch", str(load_space("nb201").max_arch())], "missing depth, width, kernel"),
+    (["--arch", str(load_space("nb201").max_arch())], "missing depth, width"),
     (["--checkpoint", "missing.pt"], "checkpoint not found"),
 ])
 def test_nas_eval_bad_input_is_one_line_and_exit_2(checkpoint, other_profile, capsys, extra, message):

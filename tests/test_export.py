@@ -14,8 +14,8 @@ from nas.export import ExportConfig, export_subnet, load_metadata, load_subnet, 
 from nas.pick import parse_rule, pick
 from tests.conftest import load_space, save_untrained_demo_checkpoint
 
-ARCH = ("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
-        ";depth=1,2,1;width=6,8,24;kernel=5,3,3")
+ARCH = ("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|nor_conv_1x1~0|skip_connect~1|nor_conv_3x3~2|"
+        ";depth=1,2,1;width=6,8,24")
 
 
 @pytest.fixture(scope="module")

@@ -89,22 +89,24 @@ def test_flops_from_the_walk_match_flop_counter(space_and_net):
         assert abs(predicted - counter.get_total_flops()) <= 0.01 * counter.get_total_flops()
 
 
-def test_one_weight_per_edge_and_op_at_the_largest_size(demo):
-    net = Supernet(demo, num_classes=10, in_channels=1)
+def test_one_weight_per_edge_and_op_at_the_largest_size():
+    space = load_space("nb201_elastic")
+    net = Supernet(space, num_classes=10, in_channels=3)
     conv_names = [n for n in net.layers if n.endswith("nor_conv_3x3")]
-    assert len(conv_names) == sum(s.cells for s in demo.stages) * len(demo.edges)
-    w = net.layers["stage2_cell1_edge5_nor_conv_3x3"].conv.weight
-    assert tuple(w.shape) == (32, 32, 5, 5)
+    assert len(conv_names) == sum(s.cells for s in space.stages) * len(space.edges)
+    w = net.layers["stage2_cell4_edge5_nor_conv_3x3"].conv.weight
+    assert tuple(w.shape) == (96, 96, 5, 5)
     assert not any(n.endswith("_none") for n in net.layers)
 
 
-def test_width_and_kernel_are_slices_of_the_shared_weight(demo):
-    net = Supernet(demo, num_classes=10, in_channels=1)
-    arch = dataclasses.replace(demo.max_arch(), width=(6, 12, 24), kernel=(3, 3, 3))
+def test_width_and_kernel_are_slices_of_the_shared_weight():
+    space = load_space("nb201_elastic")
+    net = Supernet(space, num_classes=10, in_channels=3)
+    arch = dataclasses.replace(space.max_arch(), width=(12, 32, 48), kernel=(3, 3, 3))
     sub = net.extract(arch)
     conv = sub[1].edges[0][1]  # first cell of stage 0, edge (1, 0): ReLU, Conv, BN
     shared = net.layers["stage0_cell0_edge0_nor_conv_3x3"].conv.weight
-    assert torch.equal(conv.weight, shared[:6, :6, 1:4, 1:4])
+    assert torch.equal(conv.weight, shared[:12, :12, 1:4, 1:4])
 
 
 def test_depth_runs_the_first_cells_only(demo):
@@ -124,7 +126,8 @@ def test_depth_runs_the_first_cells_only(demo):
 
 def test_gradients_reach_only_the_active_subnet(demo):
     net = Supernet(demo, num_classes=10, in_channels=1)
-    arch = demo.parse("|nor_conv_1x1~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"
+    arch = demo.parse("|nor_conv_1x1~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|"
+                      "skip_connect~1|skip_connect~2|"
                       ";depth=1,1,1;width=4,8,16;kernel=3,3,3")
     net(torch.randn(4, 1, 28, 28), arch).sum().backward()
     assert net.layers["stage0_cell0_edge0_nor_conv_1x1"].conv.weight.grad is not None

@@ -31,6 +31,7 @@ from nas.training import loop
 from nas.training.loop import step_rng
 from nas.training.optim import CosineWarmup, build_optimizer, scaled_lr
 from nas.training.strategies import LossConfig, forward_backward
+from tests.conftest import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -126,10 +127,12 @@ def test_strategies_sample_the_documented_subnets(demo):
     assert len(make_strategy("uniform").sample(demo, step_rng(0, 0), 0.0)) == 1
 
     progressive = make_strategy("progressive", num_random=2)
-    assert progressive.sample(demo, step_rng(0, 0), 0.1) == [largest]
+    elastic = load_space("nb201_elastic")  # elastic in kernel too
+    largest = elastic.max_arch()
+    assert progressive.sample(elastic, step_rng(0, 0), 0.1) == [largest]
 
     def samples(progress):
-        archs = [a for s in range(30) for a in progressive.sample(demo, step_rng(0, s), progress)]
+        archs = [a for s in range(30) for a in progressive.sample(elastic, step_rng(0, s), progress)]
         assert all(a == largest for a in archs[::3])  # the teacher leads every step
         return archs
     kernel, depth, width = samples(0.3), samples(0.6), samples(0.9)

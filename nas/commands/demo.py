@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     budget = args.latency_budget or max(min(latencies), 0.5 * max(latencies))
     _stage(f"4/4 export the most accurate subnet under {budget:.3g} ms",
            ["export", "--checkpoint", str(ckpt), "--front", str(front_path), "--pick",
-            f"most-accurate:latency<={budget:.6g}", "--out", str(export_dir), "--force"])
+            f"most-accurate:latency<={budget!r}", "--out", str(export_dir), "--force"])
     _summary(front, export_dir, search_dir, time.perf_counter() - start)
     return 0
 

@@ -1,6 +1,6 @@
 """``nas eval``: score one architecture of a trained supernet.
 
-    nas eval --checkpoint checkpoints/demo/best.pt --arch ARCH \\
+    nas eval --checkpoint checkpoints/demo/supernet/best.pt --arch ARCH \\
         [--latency PROFILE.json | measured:cpu | table:CSV:COLUMN | flops ...] [--device cpu]
 
 Prints validation top-1 (BatchNorm recalibrated on training images, inherited weights), loss,

@@ -13,7 +13,7 @@ HELP = "export a subnet of a supernet checkpoint as a plain PyTorch / torch.expo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="supernet checkpoint (e.g. checkpoints/demo/best.pt)")
+    parser.add_argument("--checkpoint", required=True, help="supernet checkpoint (e.g. checkpoints/demo/supernet/best.pt)")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", help="the arch string to export")
     which.add_argument("--front", help="a front written by nas search (DIR/pareto_<device>.json)")

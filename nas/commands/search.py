@@ -3,7 +3,7 @@
     nas search --space search_spaces/nb201.yaml --table nb201.csv.gz \\
         --accuracy-column c10_val_12ep --latency-column lat_ms_raspi4 \\
         --searcher evolution --budget 200 --seed 0 --out runs/nb201_raspi4
-    nas search --checkpoint checkpoints/demo/best.pt --latency flops --latency measured:cpu \\
+    nas search --checkpoint checkpoints/demo/supernet/best.pt --latency flops --latency measured:cpu \\
         --constraint latency:cpu<=2ms --budget 100 --out runs/demo_cpu
 
 Writes ``DIR/history.jsonl`` (every evaluation), ``DIR/pareto_<device>.{json,csv,png}``,

@@ -1,6 +1,6 @@
 """``nas train``: train a once-for-all supernet and write a run directory.
 
-    nas train --space search_spaces/demo.yaml --data fashion-mnist-small --out checkpoints/demo \\
+    nas train --space search_spaces/demo.yaml --data fashion-mnist-small --out checkpoints/demo/supernet \\
         [--config recipes/demo.yaml] [--epochs N] [--strategy sandwich] [--seed S] \\
         [--set key=value ...] [--device cpu|cuda] [--resume]
     torchrun --nproc_per_node=4 scripts/train_supernet.py ...   # data-parallel, same flags
