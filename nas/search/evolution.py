@@ -198,10 +198,8 @@ class NSGA2(_Assisted):
 
     def __init__(self, *, population: int = 20, offspring: int = 5, crossover_prob: float = 0.5,
                  surrogate: bool = True, candidates_per_child: int = 10, optimism: float = 0.5,
-                 floor_quantile: float = float(__import__('os').environ.get('FQ', '0')),
                  infeasible_patience: int | None = 30):
         super().__init__(surrogate, candidates_per_child, infeasible_patience)
-        self.floor_quantile = floor_quantile
         if population < 2 or offspring < 1:
             raise ValueError(f"need population >= 2 and offspring >= 1, got {population}, "
                              f"{offspring}")
@@ -209,11 +207,6 @@ class NSGA2(_Assisted):
             raise ValueError(f"crossover_prob must be in [0, 1], got {crossover_prob}")
         self.population, self.offspring = population, offspring
         self.crossover_prob, self.optimism = crossover_prob, optimism
-
-    def _floor(self, problem: Problem) -> dict[str, float]:
-        if not self.floor_quantile:
-            return {}
-        return {o.key: self.floor_quantile for o in problem.objectives if o.maximize}
 
     def run(self, oracle: Oracle, rng: random.Random) -> None:
         """Evolves generation by generation until the budget (or the space) is exhausted."""
@@ -243,6 +236,9 @@ class NSGA2(_Assisted):
         check_feasible(oracle, self.infeasible_patience)
 
     def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
+        """Proposals ordered by where their optimistic prediction would land among everything
+        evaluated so far: non-dominated first, then by crowding distance in that front;
+        predicted-infeasible proposals last, by predicted violation."""
         problem = oracle.problem
         archive = [problem.losses(c.metrics) for c in oracle.candidates
                    if problem.feasible(c.metrics)]
@@ -256,42 +252,8 @@ class NSGA2(_Assisted):
             if mine:
                 dist = dict(zip(front, crowding_distance(points, front)))
                 order += [ok[j - len(archive)] for j in sorted(mine, key=lambda j: (-dist[j], j))]
-        if archive and MODE:
-            order = _by_improvement(archive, {i: problem.losses(guesses[i]) for i in ok}, order)
         return order + sorted((i for i in range(len(proposals)) if viol[i] > 0.0),
                               key=lambda i: (viol[i], i))
-
-
-import os
-MODE = os.environ.get("MODE", "")
-MARGIN = float(os.environ.get("MARGIN", "0.1"))
-
-
-def _by_improvement(archive, guess, order):
-    import numpy as np
-    from nas.pareto import hypervolume, pareto_front
-    arr = np.asarray(archive, dtype=float)
-    front = arr[pareto_front(arr)]
-    if MODE == "nadir":
-        lo, hi = front.min(0), front.max(0)
-    elif MODE == "median":
-        lo, hi = front.min(0), np.median(arr, 0)
-    else:
-        lo, hi = arr.min(0), arr.max(0)
-    ref = hi + MARGIN * np.maximum(hi - lo, 1e-12)
-    base = [tuple(p) for p in front]
-    chosen = []
-    rest = list(order)
-    while rest:
-        hv0 = hypervolume(base, ref)
-        gains = [(hypervolume(base + [guess[i]], ref) - hv0, -k) for k, i in enumerate(rest)]
-        g, negk = max(gains)
-        if g <= 0.0:
-            break
-        i = rest.pop(-negk)
-        chosen.append(i)
-        base.append(tuple(guess[i]))
-    return chosen + rest
 
 
 def make_evolution(problem: Problem, **options) -> RegularizedEvolution | NSGA2:
