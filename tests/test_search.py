@@ -507,3 +507,24 @@ def test_torchrun_two_processes_give_the_history_of_one(demo_checkpoint, tmp_pat
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-5)
     assert (tmp_path / "one" / "pareto_flops.json").read_text() == \
         (tmp_path / "two" / "pareto_flops.json").read_text()
+
+
+def test_supernet_searches_start_from_both_ends_of_the_space(nb201):
+    """With seed_extremes (set for checkpoint searches) the first two queries are the smallest
+    and the largest arch; a table search starts from uniform samples only."""
+    import random
+
+    from nas.search import NSGA2
+    from nas.search.config import SearchConfig
+
+    def first_queries(searcher):
+        evaluator = FakeEvaluator(nb201)
+        oracle = Oracle(nb201, Problem.parse(["top1", "params"]),
+                        lambda archs, order: evaluator.evaluate(archs), budget=6)
+        searcher.run(oracle, random.Random(0))
+        return [nb201.parse(a) for a in evaluator.seen[:2]]
+
+    ends = [nb201.min_arch(), nb201.max_arch()]
+    assert first_queries(NSGA2(population=4, seed_extremes=True)) == ends
+    assert first_queries(NSGA2(population=4)) != ends
+    assert SearchConfig(checkpoint="best.pt").searcher_options().get("seed_extremes") is True

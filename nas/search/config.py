@@ -121,6 +121,9 @@ class SearchConfig:
         if kind != "random":
             out["surrogate"] = self.surrogate
             out["infeasible_patience"] = self.infeasible_patience
+            # A supernet's best-trained subnets are its largest and smallest (sandwich rule):
+            # they lead the initial population. A table has no such bias.
+            out["seed_extremes"] = self.checkpoint is not None
         return out
 
 

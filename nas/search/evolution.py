@@ -62,10 +62,12 @@ def check_feasible(oracle: Oracle, patience: int | None) -> None:
 class _Assisted:
     """Shared by the evolutionary searchers: the surrogate and the proposal pre-selection."""
 
-    def __init__(self, surrogate: bool, candidates_per_child: int, infeasible_patience: int | None):
+    def __init__(self, surrogate: bool, candidates_per_child: int, infeasible_patience: int | None,
+                 seed_extremes: bool = False):
         if candidates_per_child < 1:
             raise ValueError(f"candidates_per_child must be >= 1, got {candidates_per_child}")
         self.surrogate = surrogate
+        self.seed_extremes = seed_extremes
         self.candidates_per_child = candidates_per_child if surrogate else 1
         self.infeasible_patience = infeasible_patience
 
@@ -93,10 +95,13 @@ class _Assisted:
 
     def _initial(self, oracle: Oracle, n: int, rng: random.Random) -> list[Arch]:
         """The initial population: uniform samples, led by the smallest arch when there are
-        constraints (it is the likeliest to fit a budget, and tells early if none can)."""
+        constraints (it is the likeliest to fit a budget, and tells early if none can), and by
+        the smallest and the largest with ``seed_extremes`` (the two ends of a front; in a
+        supernet trained with the sandwich rule, the best-trained subnets)."""
         space = oracle.space
-        first = [space.min_arch()] if oracle.problem.constraints else []
-        first = [a for a in first if not oracle.seen(a)][:n]
+        first = [space.min_arch()] if oracle.problem.constraints or self.seed_extremes else []
+        first += [space.max_arch()] if self.seed_extremes else []
+        first = [a for a in dict.fromkeys(first) if not oracle.seen(a)][:n]
         taken = set(first)
         rest = oracle.propose(lambda: space.sample(rng), n, rng)
         return (first + [a for a in rest if a not in taken])[:n]
@@ -128,14 +133,16 @@ class RegularizedEvolution(_Assisted):
         floor_quantile: the surrogate's targets below this quantile are raised to it (it
             then ranks the top of the distribution well instead of broken archs).
         infeasible_patience: evaluations without a feasible candidate before giving up.
+        seed_extremes: the initial population starts with the smallest and largest archs.
     """
 
     name = "regularized_evolution"
 
     def __init__(self, *, population: int = 50, sample: int = 10, initial: int = 20,
                  batch_size: int = 1, surrogate: bool = True, candidates_per_child: int = 10,
-                 floor_quantile: float = 0.5, infeasible_patience: int | None = 30):
-        super().__init__(surrogate, candidates_per_child, infeasible_patience)
+                 floor_quantile: float = 0.5, infeasible_patience: int | None = 30,
+                 seed_extremes: bool = False):
+        super().__init__(surrogate, candidates_per_child, infeasible_patience, seed_extremes)
         if not 1 <= sample <= population:
             raise ValueError(f"need 1 <= sample <= population, got {sample} and {population}")
         if initial < 1 or batch_size < 1:
@@ -192,14 +199,15 @@ class NSGA2(_Assisted):
         optimism: predicted top-1 is raised by this many standard deviations before
             pre-selection (explores where the model is unsure).
         infeasible_patience: evaluations without a feasible candidate before giving up.
+        seed_extremes: the initial population starts with the smallest and largest archs.
     """
 
     name = "nsga2"
 
     def __init__(self, *, population: int = 20, offspring: int = 5, crossover_prob: float = 0.5,
                  surrogate: bool = True, candidates_per_child: int = 10, optimism: float = 0.5,
-                 infeasible_patience: int | None = 30):
-        super().__init__(surrogate, candidates_per_child, infeasible_patience)
+                 infeasible_patience: int | None = 30, seed_extremes: bool = False):
+        super().__init__(surrogate, candidates_per_child, infeasible_patience, seed_extremes)
         if population < 2 or offspring < 1:
             raise ValueError(f"need population >= 2 and offspring >= 1, got {population}, "
                              f"{offspring}")
