@@ -132,9 +132,9 @@ def main() -> None:
                   f"{r['measure_s']:>10.1f}{r['median_ms']:>10.3f}{r['mape']:>8.2f}"
                   f"{r['within_10pct'] * 100:>7.0f}%{r['max_ape']:>7.1f}{r['kendall_tau']:>7.3f}"
                   f"{r['flops_tau']:>10.3f}{r['other_load'] * 100:>9.0f}%", flush=True)
-    ok = all(r["kendall_tau"] >= 0.9 and r["within_10pct"] >= 0.9 for r in rows)
-    print(f"targets (tau >= 0.9 and >= 90 % within +-10 %): {'met' if ok else 'NOT met'} on "
-          f"{sum(r['kendall_tau'] >= 0.9 and r['within_10pct'] >= 0.9 for r in rows)}/{len(rows)} rows")
+    met = sum(r["kendall_tau"] >= 0.9 and r["within_10pct"] >= 0.9 for r in rows)
+    print(f"targets (tau >= 0.9 and >= 90 % within +-10 %): met on {met} of {len(rows)} rows"
+          f"{'' if met == len(rows) else ' (NOT met on every row)'}")
 
 
 if __name__ == "__main__":
