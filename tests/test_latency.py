@@ -308,7 +308,7 @@ def test_device_script_is_the_packaged_profiler():
     assert script.read_bytes() == Path(target.__file__).read_bytes()
     imports = {line.split()[1].split(".")[0] for line in script.read_text().splitlines()
                if line.startswith(("import ", "from "))}
-    assert imports <= {"__future__", "argparse", "datetime", "gc", "json", "math", "os", "platform",
+    assert imports <= {"__future__", "argparse", "ctypes", "datetime", "gc", "json", "math", "os", "platform",
                        "statistics", "sys", "tempfile", "time", "contextlib", "typing", "torch"}
 
 
