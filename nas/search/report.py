@@ -23,6 +23,7 @@ from typing import Sequence
 from nas.candidate import FLOPS, PARAMS, TOP1, Candidate
 from nas.checkpoint import atomic_write_bytes, atomic_write_text
 from nas.pareto import hypervolume, pareto_front
+from nas.search.halving import VAL_IMAGES
 from nas.search.objectives import Objective, parse_objective
 
 _TOP1 = parse_objective("top1")
@@ -104,9 +105,17 @@ def _plot(spec: FrontSpec, candidates: Sequence[Candidate], members: Sequence[Ca
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    x = [spec.cost.display(c.metrics[spec.cost.key]) for c in candidates]
-    y = [_TOP1.display(c.metrics[TOP1]) for c in candidates]
-    ax.scatter(x, y, s=10, c="0.6", label=f"evaluated ({len(candidates)})")
+    # Successive halving scores most candidates on a subset of the validation images only: a
+    # noisier top-1, drawn apart so that it is not read as comparable to the front's.
+    full = max((c.metrics.get(VAL_IMAGES, 0) for c in candidates), default=0)
+    partial = [c for c in candidates if c.metrics.get(VAL_IMAGES, full) < full]
+    complete = [c for c in candidates if c.metrics.get(VAL_IMAGES, full) >= full]
+    for group, style, label in ((partial, dict(s=8, c="0.8", marker="x"),
+                                 f"scored on a subset of the validation images ({len(partial)})"),
+                                (complete, dict(s=10, c="0.45"), f"evaluated ({len(complete)})")):
+        if group:
+            ax.scatter([spec.cost.display(c.metrics[spec.cost.key]) for c in group],
+                       [_TOP1.display(c.metrics[TOP1]) for c in group], label=label, **style)
     fx = [spec.cost.display(c.metrics[spec.cost.key]) for c in members]
     fy = [_TOP1.display(c.metrics[TOP1]) for c in members]
     ax.step(fx, fy, where="post", c="tab:red", lw=1.2)
