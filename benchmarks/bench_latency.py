@@ -32,6 +32,7 @@ from nas import SearchSpace
 from nas.checkpoint import atomic_write_text
 from nas.latency import (FlopsLatency, LookupTableLatency, MeasuredLatency, build_profile,
                          fidelity, kendall_tau)
+from nas.latency import target
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CHANNELS = {"demo": 1}  # the demo space is for grey images; the others for RGB
@@ -106,9 +107,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time-ms", type=float, default=5.0)
-    parser.add_argument("--statistic", choices=["median", "min"], default="median",
+    parser.add_argument("--statistic", choices=list(target.STATISTICS), default="median",
                         help="over the timing rounds, for the table and the measurements")
-    parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
+    parser.add_argument("--clock", choices=list(target.CLOCKS), default="wall",
                         help="thread: this thread's CPU time (with --threads 1), immune to other "
                              "processes on a shared machine")
     parser.add_argument("--seed", type=int, default=0)

@@ -132,6 +132,8 @@ register(OpSpec(
     params=lambda c_in, c_out, k, *_: c_in * c_out * k * k + 2 * c_out,
     flops=lambda c_in, c_out, k, stride, res, *_: _conv_flops(c_in, c_out, k, res),
 ))
+
+
 def _resblock_params(c_in: int, c_out: int, *_: int) -> int:
     # conv_a (3x3, stride 2) + conv_b (3x3) + 1x1 shortcut conv, two BNs.
     return 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + 2 * c_out + c_in * c_out

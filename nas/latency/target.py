@@ -260,6 +260,9 @@ def num_threads(threads: int | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------------- timing
 
 
+_ALLOCATOR_SET = False
+
+
 def steady_allocator() -> None:
     """Makes glibc's malloc behave as in a long-running process, whatever ran before.
 
@@ -267,10 +270,12 @@ def steady_allocator() -> None:
     are freed) with fresh mmaps, and the page faults of those cost more than the computation at
     a batch of 64 (the same subnet timed 30 ms early in a process and 11 ms after other work).
     A fixed threshold of 256 MiB keeps activations on the heap, so every timing sees the steady
-    state. No-op off Linux/glibc.
+    state. Once per process; no-op off Linux/glibc.
     """
-    if not sys.platform.startswith("linux"):
+    global _ALLOCATOR_SET
+    if _ALLOCATOR_SET or not sys.platform.startswith("linux"):
         return
+    _ALLOCATOR_SET = True
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD (fixing it also stops its adjustment)
