@@ -8,13 +8,19 @@ tau (target >= 0.9, and >= 90 % within +-10 %). The FLOPs proxy's tau on the sam
 baseline measured in the same run.
 
     python benchmarks/bench_latency.py [--spaces demo nb201_elastic] [--batches 1 64] \\
-        [--archs 50] [--threads 2] [--out-dir checkpoints/latency]
+        [--archs 50] [--threads 1] [--out-dir checkpoints/latency]
 
 CPU timings are noisy on a shared machine: run it when the machine is otherwise idle, or with
-``--threads 1 --clock thread`` (CPU time of the one timing thread, which other processes do not
-inflate). The
-``other CPU`` column is the share of the machine's CPU time that other processes used during the
-row (from /proc/stat, Linux only): rows measured under load are not fidelity figures.
+``--clock thread`` (CPU time of the one timing thread, which other processes do not inflate).
+The ``other CPU`` column is the share of the machine's CPU time that other processes used during
+the row (from /proc/stat, Linux only): rows measured under load are not fidelity figures.
+
+The ``repeat <=10 %`` column is the machine's noise floor: the same subnets measured a second
+time, from scratch, and the share of them within +-10 % of the first measurement. No table can
+agree with the measurements better than they agree with themselves. One thread is the default
+because on the 2-vCPU virtual machine this project is developed on, a second thread runs at two
+speeds that alternate every few seconds (the same batch-64 network took 67 or 91 ms, against a
+steady 125 +- 3 ms on one thread); there, 2-thread batch-64 rows disagree with their own repeat.
 """
 from __future__ import annotations
 
@@ -87,6 +93,9 @@ def run_one(name: str, batch: int, args) -> dict:
     measured = MeasuredLatency(space, batch_size=batch, threads=args.threads, **timing,
                                **model).latencies_ms(archs)
     measure_s = time.perf_counter() - start
+    # The machine's own noise floor: the same subnets measured again, from scratch.
+    again = MeasuredLatency(space, batch_size=batch, threads=args.threads, **timing,
+                            **model).latencies_ms(archs)
     lut = LookupTableLatency(space, profile)
     predicted = [lut.latency_ms(a) for a in archs]
     flops = FlopsLatency(space, **model)
@@ -94,6 +103,7 @@ def run_one(name: str, batch: int, args) -> dict:
             "calib": len(calibration), "profile_s": profile_s, "measure_s": measure_s,
             "median_ms": sorted(measured)[len(measured) // 2],
             **fidelity(measured, predicted),
+            "repeat_within_10pct": fidelity(measured, again)["within_10pct"],
             "flops_tau": kendall_tau(measured, [flops.latency_ms(a) for a in archs])}
 
 
@@ -103,7 +113,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--archs", type=int, default=50)
     parser.add_argument("--calibrate", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time-ms", type=float, default=5.0)
@@ -120,7 +130,7 @@ def main() -> None:
           f"{args.repeats} interleaved rounds, {args.clock} clock")
     header = (f"{'space':<14}{'batch':>6}{'entries':>8}{'profile s':>10}{'measure s':>10}"
               f"{'median ms':>10}{'MAPE %':>8}{'<=10 %':>8}{'max %':>7}{'tau':>7}{'FLOPs tau':>10}"
-              f"{'other CPU':>10}")
+              f"{'other CPU':>10}{'repeat <=10 %':>14}")
     print(header)
     rows = []
     for name in args.spaces:
@@ -132,7 +142,8 @@ def main() -> None:
             print(f"{r['space']:<14}{r['batch']:>6}{r['entries']:>8}{r['profile_s']:>10.1f}"
                   f"{r['measure_s']:>10.1f}{r['median_ms']:>10.3f}{r['mape']:>8.2f}"
                   f"{r['within_10pct'] * 100:>7.0f}%{r['max_ape']:>7.1f}{r['kendall_tau']:>7.3f}"
-                  f"{r['flops_tau']:>10.3f}{r['other_load'] * 100:>9.0f}%", flush=True)
+                  f"{r['flops_tau']:>10.3f}{r['other_load'] * 100:>9.0f}%"
+                  f"{r['repeat_within_10pct'] * 100:>13.0f}%", flush=True)
     met = sum(r["kendall_tau"] >= 0.9 and r["within_10pct"] >= 0.9 for r in rows)
     print(f"targets (tau >= 0.9 and >= 90 % within +-10 %): met on {met} of {len(rows)} rows"
           f"{'' if met == len(rows) else ' (NOT met on every row)'}")
