@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== 2/4 profile: {profile} exists (delete it to profile again)")
     else:
         _stage("2/4 profile this CPU (latency lookup table)",
-               ["profile", "--checkpoint", str(ckpt), "--device", "cpu", "--batch-size", "1", "--out", str(profile)])
+               ["profile", "--checkpoint", str(ckpt), "--device", "cpu", "--batch-size", "1",
+                "--threads", "1", "--out", str(profile)])  # one thread: steadiest on shared CPUs
     _stage("3/4 search (evolution, CPU-latency front)",
            ["search", "--space", args.space, "--checkpoint", str(ckpt), "--searcher", "evolution",
             "--budget", str(args.budget), "--seed", str(args.seed), "--out", str(search_dir),
