@@ -229,6 +229,36 @@ def test_one_accuracy_evaluation_per_arch_with_several_devices():
     assert set(result.fronts) == {"dev1", "dev2", "dev3"}
 
 
+class CheapLatency(FakeLatency):
+    cheap = True  # a lookup: searchers may ask it about archs they only consider
+
+
+def test_cheap_latency_models_give_exact_costs_to_the_pre_selection(monkeypatch):
+    from nas.search import evolution
+
+    seen = []
+    preselect = evolution.NSGA2._preselect
+
+    def spy(self, oracle, proposals, pred):
+        seen.append((proposals, {k: (list(m), list(s)) for k, (m, s) in pred.items()}))
+        return preselect(self, oracle, proposals, pred)
+
+    monkeypatch.setattr(evolution.NSGA2, "_preselect", spy)
+    space = SearchSpace.from_yaml(NB201)
+    cheap, measured = CheapLatency("dev1", 1.0), FakeLatency("dev2", 2.0)
+    config = SearchConfig(space=str(NB201), table="synthetic", accuracy_column="acc", budget=40,
+                          seed=0)
+    result = run_search(config, evaluator=FakeEvaluator(space), latency_models=[cheap, measured],
+                        progress=False)
+    assert len(result.candidates) == 40 and seen
+    assert measured.calls == 40  # only the evaluated archs: timing costs
+    assert cheap.calls > 40  # also every proposal the surrogate ranked
+    for proposals, pred in seen:
+        means, stds = pred["latency_ms.dev1"]
+        assert means == [fake_latency(a.cell, 1.0) for a in proposals] and not any(stds)
+        assert any(pred["latency_ms.dev2"][1])  # the surrogate's guess, with its uncertainty
+
+
 def test_default_objectives():
     assert [o.name for o in fake_run(budget=10, devices=())[0].problem.objectives] == ["top1", "params"]
     constrained = fake_run(budget=10, constraints=("latency:dev1<=9",))[0]

@@ -20,10 +20,13 @@ class LatencyModel(ABC):
         device: the device label; the metric key is ``latency_ms.DEVICE``
             (:func:`nas.candidate.latency_key`).
         kind: how the latency is obtained: ``measured``, ``lut``, ``table`` or ``flops``.
+        cheap: answers without running anything (a table, a sum, a formula), so searchers may
+            ask it about archs they only consider, not just those they evaluate.
     """
 
     device: str
     kind: str
+    cheap: bool = False
 
     @abstractmethod
     def latency_ms(self, arch: Arch) -> float:

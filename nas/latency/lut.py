@@ -312,6 +312,7 @@ class LookupTableLatency(LatencyModel):
     """
 
     kind = "lut"
+    cheap = True
 
     def __init__(self, space: SearchSpace, profile: dict | str | Path):
         if not isinstance(profile, dict):

@@ -102,6 +102,7 @@ class TableLatency(LatencyModel):
     """
 
     kind = "table"
+    cheap = True
 
     def __init__(self, space: SearchSpace, path: str | Path, column: str, *,
                  name: str | None = None):
@@ -151,6 +152,7 @@ class FlopsLatency(LatencyModel):
     """
 
     kind = "flops"
+    cheap = True
 
     def __init__(self, space: SearchSpace, *, in_channels: int = 3, num_classes: int = 10,
                  batch_size: int = 1, gflops: float = PROXY_GFLOPS):

@@ -26,6 +26,8 @@ from __future__ import annotations
 import random
 from collections import deque
 
+import numpy as np
+
 from nas.candidate import Candidate
 from nas.errors import NASError
 from nas.pareto import crowding_distance, non_dominated_sort
@@ -80,11 +82,16 @@ class _Assisted:
     def _children(self, oracle: Oracle, make, n: int, rng: random.Random,
                   model: Surrogate | None) -> list[Arch]:
         """``n`` children to evaluate: drawn ``candidates_per_child`` times over and pre-selected
-        by the surrogate ``model`` (refitted on everything evaluated so far) when there is one."""
+        by the surrogate ``model`` (refitted on everything evaluated so far) when there is one;
+        metrics the oracle knows for free (a latency table) replace the model's guesses."""
         proposals = oracle.propose(make, n * self.candidates_per_child, rng)
         if len(proposals) <= n or model is None or not model.fit(oracle.candidates):
             return proposals[:n]
-        order = self._preselect(oracle, proposals, model.predict(proposals))
+        pred = model.predict(proposals)
+        for key, values in oracle.known_metrics(proposals).items():
+            if key in pred:  # exact, where a model answers for free (a latency table)
+                pred[key] = (np.asarray(values, dtype=float), np.zeros(len(values)))
+        order = self._preselect(oracle, proposals, pred)
         return [proposals[i] for i in order[:n]]
 
     def _floor(self, problem: Problem) -> dict[str, float]:

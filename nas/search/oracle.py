@@ -8,6 +8,9 @@ models, a history replayed on resume: see :mod:`nas.search.runner`) behind one c
 * evaluates at most the remaining budget,
 * records every :class:`~nas.candidate.Candidate` in query order.
 
+:meth:`Oracle.known_metrics` answers, for free, what needs no evaluation (latency from a lookup
+table, a per-arch table or the FLOPs proxy), so that searchers rank proposals on exact costs.
+
 :meth:`Oracle.propose` is the shared helper that draws distinct, never-queried archs from a
 searcher's generator, falling back to uniform samples, and returns fewer (none at all) only when
 the space has no unqueried arch left, so that small spaces end the search instead of looping.
@@ -38,10 +41,13 @@ class Oracle:
         budget: the most archs that may be evaluated.
         on_batch: called with the new candidates after every :meth:`evaluate` (progress bars,
             logs).
+        known: metrics that cost nothing to obtain (a latency table), for archs not evaluated:
+            ``known(archs) -> {metric key: one value per arch}``; see :meth:`known_metrics`.
     """
 
     def __init__(self, space: SearchSpace, problem: Problem, evaluate: EvaluateFn, budget: int,
-                 on_batch: Callable[[list[Candidate]], None] | None = None):
+                 on_batch: Callable[[list[Candidate]], None] | None = None,
+                 known: Callable[[list[Arch]], dict[str, list[float]]] | None = None):
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise ValueError(f"budget must be a positive integer, got {budget!r}")
         self.space = space
@@ -50,6 +56,7 @@ class Oracle:
         self.candidates: list[Candidate] = []
         self._evaluate = evaluate
         self._on_batch = on_batch
+        self._known = known
         self._seen: set[Arch] = set()
         self._size = space.size()
 
@@ -89,6 +96,11 @@ class Oracle:
         if self._on_batch is not None:
             self._on_batch(batch)
         return batch
+
+    def known_metrics(self, archs: list[Arch]) -> dict[str, list[float]]:
+        """The metrics of ``archs`` that are known without evaluating them (e.g. latency from a
+        lookup table), by key; neither a query nor counted in the budget."""
+        return self._known(archs) if self._known is not None else {}
 
     def propose(self, make: Callable[[], Arch], n: int, rng: random.Random, *,
                 tries_per_arch: int = 50) -> list[Arch]:

@@ -139,7 +139,10 @@ class TableLatency:
     Attributes:
         device: the device name (``lat_ms_raspi4`` -> ``raspi4``).
         calls: archs looked up so far.
+        cheap: a lookup, which searchers may make for archs they only consider.
     """
+
+    cheap = True
 
     def __init__(self, table: Table, space: SearchSpace, column: str, *,
                  lookup: _Lookup | None = None):
