@@ -89,13 +89,14 @@ def run_one(name: str, batch: int, args) -> dict:
         arch = space.sample(rng)
         if str(arch) not in calibration and arch not in archs:
             archs.append(arch)
-    start = time.perf_counter()
-    measured = MeasuredLatency(space, batch_size=batch, threads=args.threads, **timing,
+    def measure() -> list[float]:  # a fresh model each time: nothing cached
+        return MeasuredLatency(space, batch_size=batch, threads=args.threads, **timing,
                                **model).latencies_ms(archs)
+
+    start = time.perf_counter()
+    measured = measure()
     measure_s = time.perf_counter() - start
-    # The machine's own noise floor: the same subnets measured again, from scratch.
-    again = MeasuredLatency(space, batch_size=batch, threads=args.threads, **timing,
-                            **model).latencies_ms(archs)
+    again = measure()  # the machine's own noise floor: the same subnets measured again
     lut = LookupTableLatency(space, profile)
     predicted = [lut.latency_ms(a) for a in archs]
     flops = FlopsLatency(space, **model)

@@ -21,8 +21,7 @@ from nas.checkpoint import atomic_write_text, load_checkpoint
 from nas.errors import ConfigError
 from nas.latency import build_profile, export_layer_list, resolve_device
 from nas.latency.lut import profile_archs
-from nas.latency import target
-from nas.latency.target import summary
+from nas.latency.target import CLOCKS, STATISTICS, summary
 from nas.space import SearchSpace
 
 HELP = "build a device latency lookup table (profile), or export its layer list"
@@ -53,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--min-time-ms", type=float, default=5.0,
                         help="each timing runs a module back to back for at least this long")
-    parser.add_argument("--statistic", choices=list(target.STATISTICS), default="median",
+    parser.add_argument("--statistic", choices=list(STATISTICS), default="median",
                         help="over the timing rounds (min: for a CPU shared with other work)")
-    parser.add_argument("--clock", choices=list(target.CLOCKS), default="wall",
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
                         help="wall time, or this thread's CPU time (cpu and --threads 1 only: "
                              "immune to other processes on a shared CPU)")
 

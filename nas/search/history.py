@@ -166,6 +166,13 @@ class Pipeline:
         self.batches += 1
         return metrics
 
+    def known_latencies(self, archs: list[Arch]) -> dict[str, list[float]]:
+        """Per metric key, the latencies of ``archs`` on the devices whose models answer for
+        free (``cheap``: a lookup table, a per-arch table, the FLOPs proxy); nothing is
+        evaluated or recorded. Measured models are asked about evaluated archs only."""
+        return {latency_key(m.device): [float(m.latency_ms(a)) for a in archs]
+                for m in self.latency_models if getattr(m, "cheap", False)}
+
     def _evaluate(self, archs: list[Arch], order: Callable) -> list[dict]:
         lat = [{latency_key(m.device): float(m.latency_ms(a)) for m in self.latency_models}
                for a in archs]

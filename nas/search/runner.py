@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from nas.candidate import TOP1, Candidate, latency_key
+from nas.candidate import TOP1, Candidate
 from nas.checkpoint import atomic_write_text
 from nas.config import to_mapping
 from nas.errors import ConfigError
@@ -306,12 +306,8 @@ def run_search(config: SearchConfig, *, out: str | Path | None = None, evaluator
 
         bar = tqdm(total=config.budget, desc=f"search ({config.kind()})", unit="arch")
     watch = _Monitor(result, eligible, log, bar) if (log or bar) else None
-    cheap = [m for m in latency_models if getattr(m, "cheap", False)]
-
-    def known(archs: list) -> dict[str, list[float]]:
-        return {latency_key(m.device): [float(m.latency_ms(a)) for a in archs] for m in cheap}
-
-    oracle = Oracle(space, problem, pipeline, config.budget, on_batch=watch, known=known)
+    oracle = Oracle(space, problem, pipeline, config.budget, on_batch=watch,
+                    known=pipeline.known_latencies)
     result.candidates = oracle.candidates
     try:
         searcher.run(oracle, random.Random(config.seed))
