@@ -303,15 +303,34 @@ class SearchSpace:
         return self._make({dim: [x if rng.random() < 0.5 else y for x, y in zip(va[dim], vb[dim])]
                            for dim in va})
 
+    def live_cell(self, cell: tuple[str, ...]) -> tuple[str, ...]:
+        """``cell`` with ``none`` on every edge whose target node never reaches the cell's
+        output (a node whose out-edges are all ``none`` or lead only to such nodes).
+
+        Such an edge's op is computed and thrown away: it does not change what the network
+        computes, so two cells equal up to dead edges are the same function (and score the same
+        accuracy up to training noise). NAS-Bench-201 has 12,205 live cells for 15,625 strings.
+        """
+        sink = self.num_nodes - 1
+        reaches = {sink}
+        for node in range(sink - 1, -1, -1):
+            if any(op != "none" and src == node and dst in reaches
+                   for op, (src, dst) in zip(cell, self.edges)):
+                reaches.add(node)
+        return tuple(op if dst in reaches else "none" for op, (_, dst) in zip(cell, self.edges))
+
     def encode(self, arch: Arch) -> list[float]:
-        """A numeric encoding for predictors: one-hot ops per edge, then each other choice with
-        more than one value as its index scaled to [0, 1]."""
+        """A numeric encoding for predictors: one-hot ops per edge of the live cell (dead edges
+        read as ``none``, see :meth:`live_cell`), then each other choice with more than one
+        value as its index scaled to [0, 1]. Archs that compute the same function share a
+        code, so a surrogate learns from one what it needs for the other."""
         self.check(arch)
         values = self._values(arch)
+        live = self.live_cell(arch.cell)
         out: list[float] = []
         for dim, i, allowed in self._genes():
             if dim == "cell":
-                out += [1.0 if values["cell"][i] == op else 0.0 for op in allowed]
+                out += [1.0 if live[i] == op else 0.0 for op in allowed]
             elif len(allowed) > 1:
                 out.append(allowed.index(values[dim][i]) / (len(allowed) - 1))
         return out

@@ -1,6 +1,7 @@
 """Search-space YAML validation, Arch strings and the genetic operators."""
 import json
 import random
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -101,10 +102,25 @@ def test_size_counts_every_choice(demo):
     assert demo.size() == 3 ** 6 * (2 * 3) ** 3
 
 
-def test_encoding_distinguishes_archs(demo):
+def test_encoding_distinguishes_archs_up_to_dead_edges(demo):
     rng = random.Random(3)
     archs = {demo.sample(rng) for _ in range(200)}
-    assert len({tuple(demo.encode(a)) for a in archs}) == len(archs)
+    live = {replace(a, cell=demo.live_cell(a.cell)) for a in archs}
+    assert len({tuple(demo.encode(a)) for a in archs}) == len(live) > 150
+
+
+def test_live_cell_drops_exactly_the_edges_that_never_reach_the_output(nb201):
+    # node 1 feeds only node 2, node 2 feeds nothing: edges into 1 and 2 are dead
+    cell = nb201.parse("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|"
+                             "+|skip_connect~0|none~1|none~2|").cell
+    assert nb201.live_cell(cell) == ("none", "none", "none", "skip_connect", "none", "none")
+    # the same cell with node 2 feeding the output: everything is live
+    cell = nb201.parse("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|"
+                             "+|skip_connect~0|none~1|avg_pool_3x3~2|").cell
+    assert nb201.live_cell(cell) == cell
+    a = nb201.parse("|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    b = nb201.parse("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    assert nb201.encode(a) == nb201.encode(b)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="searcher option, repeatable: population, sample, initial, "
                              "batch_size, offspring, crossover_prob, candidates_per_child, "
-                             "optimism, floor_quantile, infeasible_patience, halving_rungs")
+                             "optimism, ehvi_share, reference_quantile, floor_quantile, "
+                             "infeasible_patience, halving_rungs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -14,9 +14,12 @@ objectives         top1, plus the latency of every device that has no latency co
                    model nor a constraint: top1 and params
 searcher           ``random``: batches of 10; ``evolution``: regularized evolution for one
                    objective (population 50, tournament 10, 20 initial samples, 10 proposals
-                   per child), NSGA-II for several (population 20, 5 children per generation,
-                   crossover 0.5, 10 proposals per child, optimism 0.5); regularized
-                   evolution queries one child at a time on a table, 10 on a supernet
+                   per child), NSGA-II for several (population 40, 5 children per generation,
+                   crossover 0.5, 10 proposals per child, 3 of 5 children by expected
+                   hypervolume improvement with the reference top-1 at the initial
+                   population's 30th percentile, the others by optimism 0.5; surrogate
+                   targets floored at the 30th percentile); regularized evolution queries one
+                   child at a time on a table, 10 on a supernet
 halving            on (eta 3, 3 rungs) for a supernet checkpoint; a table has one fidelity
 =================  ==========================================================================
 
@@ -34,14 +37,16 @@ SEARCHERS = ("random", "evolution")
 # option -> {searcher kind: default}; kinds: random, rea (one objective), nsga2 (several)
 _OPTIONS: dict[str, dict[str, Any]] = {
     "batch_size": {"random": 10, "rea": 1},
-    "population": {"rea": 50, "nsga2": 20},
+    "population": {"rea": 50, "nsga2": 40},
     "sample": {"rea": 10},
     "initial": {"rea": 20},
     "offspring": {"nsga2": 5},
     "crossover_prob": {"nsga2": 0.5},
     "candidates_per_child": {"rea": 10, "nsga2": 10},
     "optimism": {"nsga2": 0.5},
-    "floor_quantile": {"rea": 0.5},
+    "ehvi_share": {"nsga2": 0.6},
+    "reference_quantile": {"nsga2": 0.3},
+    "floor_quantile": {"rea": 0.5, "nsga2": 0.3},
 }
 
 
@@ -78,6 +83,8 @@ class SearchConfig:
     crossover_prob: float | None = None
     candidates_per_child: int | None = None
     optimism: float | None = None
+    ehvi_share: float | None = None
+    reference_quantile: float | None = None
     floor_quantile: float | None = None
 
     def __post_init__(self):
@@ -102,7 +109,7 @@ class SearchConfig:
                 raise ValueError(f"{name}: must be >= 1, got {value}")
         if self.halving_eta not in (None, 0) and self.halving_eta < 2:
             raise ValueError(f"halving_eta: must be 0 (off) or >= 2, got {self.halving_eta}")
-        for name in ("crossover_prob", "floor_quantile"):
+        for name in ("crossover_prob", "ehvi_share", "reference_quantile", "floor_quantile"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {value}")

@@ -14,9 +14,15 @@
 
 Both are surrogate-assisted by default (:mod:`nas.search.surrogate`): each needed child is
 drawn ``candidates_per_child`` times, a model fitted on everything evaluated so far predicts the
-proposals, and only the best predicted are queried. NSGA-II pre-selects by non-dominated sorting
-of the predictions (top-1 made optimistic by ``optimism`` standard deviations) together with the
-evaluated archive; regularized evolution by predicted feasibility, then predicted objective.
+proposals, and only the best predicted are queried. Regularized evolution pre-selects by
+predicted feasibility, then predicted objective. NSGA-II fills ``ehvi_share`` of each
+generation by expected hypervolume improvement of the top-1 / cost fronts
+(:mod:`nas.search.acquisition`: exact costs where they are free, top-1 as the model's normal
+prediction), the rest by non-dominated sorting of the predictions (top-1 made optimistic by
+``optimism`` standard deviations) together with the evaluated archive, then crowding distance.
+The first reaches the steps of the fronts where a child would add most; the second keeps the
+ends and the spread of the front, where a model fitted on few points is least reliable. Half
+and half did better on NAS-Bench-201 than either alone (``benchmarks/bench_nb201.py``).
 
 Both are deterministic given the ``random.Random`` they get and the metrics they receive, which
 is what makes a killed search resumable by replaying its history. Torch-free.
@@ -31,6 +37,7 @@ import numpy as np
 from nas.candidate import Candidate
 from nas.errors import NASError
 from nas.pareto import crowding_distance, non_dominated_sort
+from nas.search.acquisition import greedy_ehvi_batch
 from nas.search.objectives import Problem
 from nas.search.oracle import Oracle
 from nas.search.surrogate import Surrogate
@@ -91,13 +98,14 @@ class _Assisted:
         for key, values in oracle.known_metrics(proposals).items():
             if key in pred:  # exact, where a model answers for free (a latency table)
                 pred[key] = (np.asarray(values, dtype=float), np.zeros(len(values)))
-        order = self._preselect(oracle, proposals, pred)
+        order = self._preselect(oracle, proposals, pred, n)
         return [proposals[i] for i in order[:n]]
 
     def _floor(self, problem: Problem) -> dict[str, float]:
         return {}
 
-    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
+    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict, n: int) -> list[int]:
+        """Proposals' indices, those to query (the first ``n``) first."""
         raise NotImplementedError
 
     def _initial(self, oracle: Oracle, n: int, rng: random.Random) -> list[Arch]:
@@ -187,7 +195,7 @@ class RegularizedEvolution(_Assisted):
             pop.extend(oracle.evaluate(children))
         check_feasible(oracle, self.infeasible_patience)
 
-    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
+    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict, n: int) -> list[int]:
         problem = oracle.problem
         keys = [self._key(problem, _predicted_metrics(pred, i, 0.0, problem))
                 for i in range(len(proposals))]
@@ -198,23 +206,40 @@ class NSGA2(_Assisted):
     """NSGA-II over several objectives, with constraints (see the module docstring).
 
     Args:
-        population: parents kept each generation.
+        population: parents kept each generation (and the initial uniform sample), at most a
+            fifth of the budget.
         offspring: children per generation (one evaluator call).
         crossover_prob: probability that a child is a crossover of two parents (then mutated).
         surrogate: pre-select children with the surrogate.
         candidates_per_child: proposals drawn per child queried when the surrogate is on.
         optimism: predicted top-1 is raised by this many standard deviations before
-            pre-selection (explores where the model is unsure).
+            the non-dominated pre-selection (explores where the model is unsure).
+        ehvi_share: the share of each generation's children chosen by expected hypervolume
+            improvement (the rest by the non-dominated pre-selection); needs top-1 and at
+            least one cost among the objectives.
+        reference_quantile: the hypervolume's reference top-1 is this quantile of the initial
+            population's top-1 (a uniform sample: "better than most archs"); its reference
+            costs are the largest seen or known (the space's largest arch, when free).
+        floor_quantile: the surrogate's top-1 targets below this quantile are raised to it
+            (below the reference nothing counts; the model then ranks the rest better).
         infeasible_patience: evaluations without a feasible candidate before giving up.
         seed_extremes: the initial population starts with the smallest and largest archs.
     """
 
     name = "nsga2"
 
-    def __init__(self, *, population: int = 20, offspring: int = 5, crossover_prob: float = 0.5,
+    def __init__(self, *, population: int = 40, offspring: int = 5, crossover_prob: float = 0.5,
                  surrogate: bool = True, candidates_per_child: int = 10, optimism: float = 0.5,
-                 infeasible_patience: int | None = 30, seed_extremes: bool = False):
+                 ehvi_share: float = 0.6, reference_quantile: float = 0.3,
+                 floor_quantile: float = 0.3, infeasible_patience: int | None = 30,
+                 seed_extremes: bool = False):
         super().__init__(surrogate, candidates_per_child, infeasible_patience, seed_extremes)
+        for name, value in (("ehvi_share", ehvi_share), ("reference_quantile", reference_quantile),
+                            ("floor_quantile", floor_quantile)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        self.ehvi_share, self.reference_quantile = ehvi_share, reference_quantile
+        self.floor_quantile = floor_quantile
         if population < 2 or offspring < 1:
             raise ValueError(f"need population >= 2 and offspring >= 1, got {population}, "
                              f"{offspring}")
@@ -227,7 +252,8 @@ class NSGA2(_Assisted):
         """Evolves generation by generation until the budget (or the space) is exhausted."""
         problem, space = oracle.problem, oracle.space
         model = self._model(oracle)
-        pop = oracle.evaluate(self._initial(oracle, self.population, rng))
+        size = self._size(oracle)
+        pop = oracle.evaluate(self._initial(oracle, size, rng))
         while oracle.remaining > 0 and pop:
             check_feasible(oracle, self.infeasible_patience)
             rank, crowd = problem.rank_and_crowding([c.metrics for c in pop])
@@ -247,10 +273,52 @@ class NSGA2(_Assisted):
             if not children:
                 return
             merged = pop + oracle.evaluate(children)
-            pop = [merged[i] for i in problem.order([c.metrics for c in merged])[:self.population]]
+            pop = [merged[i] for i in problem.order([c.metrics for c in merged])[:size]]
         check_feasible(oracle, self.infeasible_patience)
 
-    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
+    def _size(self, oracle: Oracle) -> int:
+        """The population of a run: ``population``, at most a fifth of the budget (at least 2),
+        so that a small budget is not spent on the initial uniform sample."""
+        return min(self.population, max(2, oracle.budget // 5))
+
+    def _floor(self, problem: Problem) -> dict[str, float]:
+        top = [o for o in problem.objectives if o.maximize]
+        return {top[0].key: self.floor_quantile} if len(top) == 1 and self.floor_quantile else {}
+
+    def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict, n: int) -> list[int]:
+        """``round(ehvi_share * n)`` proposals by expected hypervolume improvement, then the
+        rest in the non-dominated order (see the class docstring)."""
+        picked = self._by_ehvi(oracle, proposals, pred, round(self.ehvi_share * n))
+        taken = set(picked)
+        return picked + [i for i in self._by_rank(oracle, proposals, pred) if i not in taken]
+
+    def _by_ehvi(self, oracle: Oracle, proposals: list[Arch], pred: dict, k: int) -> list[int]:
+        """Up to ``k`` predicted-feasible proposals, greedily by expected hypervolume
+        improvement of the feasible top-1 / cost fronts (one per cost objective)."""
+        problem = oracle.problem
+        top = [o for o in problem.objectives if o.maximize]
+        costs = [o for o in problem.objectives if not o.maximize]
+        evaluated = [c.metrics for c in oracle.candidates if problem.feasible(c.metrics)]
+        if k < 1 or len(top) != 1 or not costs or not evaluated:
+            return []
+        key = top[0].key
+        guesses = [_predicted_metrics(pred, i, 0.0, problem) for i in range(len(proposals))]
+        ok = [i for i, g in enumerate(guesses) if problem.violation(g) == 0.0]
+        initial = [c.metrics[key] for c in oracle.candidates[:self._size(oracle)]
+                   if problem.feasible(c.metrics)]
+        ref_top1 = float(np.quantile(initial or [m[key] for m in evaluated],
+                                     self.reference_quantile))
+        cost_values = [np.array([guesses[i][o.key] for i in ok]) for o in costs]
+        largest = oracle.known_metrics([oracle.space.max_arch()])
+        ref_costs = [max([m[o.key] for m in evaluated] + list(values) + largest.get(o.key, []))
+                     for o, values in zip(costs, cost_values)]
+        mean, std = pred[key]
+        picked = greedy_ehvi_batch(k, [m[key] for m in evaluated],
+                                   [[m[o.key] for m in evaluated] for o in costs], cost_values,
+                                   mean[ok], std[ok], ref_top1, ref_costs)
+        return [ok[j] for j in picked]
+
+    def _by_rank(self, oracle: Oracle, proposals: list[Arch], pred: dict) -> list[int]:
         """Proposals ordered by where their optimistic prediction would land among everything
         evaluated so far: non-dominated first, then by crowding distance in that front;
         predicted-infeasible proposals last, by predicted violation."""
