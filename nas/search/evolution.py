@@ -72,11 +72,14 @@ def check_feasible(oracle: Oracle, patience: int | None) -> None:
 class _Assisted:
     """Shared by the evolutionary searchers: the surrogate and the proposal pre-selection."""
 
-    def __init__(self, surrogate: bool, candidates_per_child: int, infeasible_patience: int | None,
-                 seed_extremes: bool = False):
+    def __init__(self, surrogate: bool, candidates_per_child: int, floor_quantile: float,
+                 infeasible_patience: int | None, seed_extremes: bool = False):
         if candidates_per_child < 1:
             raise ValueError(f"candidates_per_child must be >= 1, got {candidates_per_child}")
+        if not 0.0 <= floor_quantile <= 1.0:
+            raise ValueError(f"floor_quantile must be in [0, 1], got {floor_quantile}")
         self.surrogate = surrogate
+        self.floor_quantile = floor_quantile
         self.seed_extremes = seed_extremes
         self.candidates_per_child = candidates_per_child if surrogate else 1
         self.infeasible_patience = infeasible_patience
@@ -103,7 +106,9 @@ class _Assisted:
         return [proposals[i] for i in order[:n]]
 
     def _floor(self, problem: Problem) -> dict[str, float]:
-        return {}
+        """The surrogate's floors: top-1 targets below ``floor_quantile`` are raised to it."""
+        top = _maximised(problem)
+        return {top.key: self.floor_quantile} if top is not None and self.floor_quantile else {}
 
     def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict, n: int) -> list[int]:
         """Proposals' indices, those to query (the first ``n``) first."""
@@ -121,6 +126,12 @@ class _Assisted:
         taken = set(first)
         rest = oracle.propose(lambda: space.sample(rng), n, rng)
         return (first + [a for a in rest if a not in taken])[:n]
+
+
+def _maximised(problem: Problem):
+    """The problem's one maximised objective (top-1), or None when there is not exactly one."""
+    top = [o for o in problem.objectives if o.maximize]
+    return top[0] if len(top) == 1 else None
 
 
 def _predicted_metrics(pred: dict, i: int, optimism: float, problem: Problem) -> dict[str, float]:
@@ -158,17 +169,14 @@ class RegularizedEvolution(_Assisted):
                  batch_size: int = 1, surrogate: bool = True, candidates_per_child: int = 10,
                  floor_quantile: float = 0.5, infeasible_patience: int | None = 30,
                  seed_extremes: bool = False):
-        super().__init__(surrogate, candidates_per_child, infeasible_patience, seed_extremes)
+        super().__init__(surrogate, candidates_per_child, floor_quantile, infeasible_patience,
+                         seed_extremes)
         if not 1 <= sample <= population:
             raise ValueError(f"need 1 <= sample <= population, got {sample} and {population}")
         if initial < 1 or batch_size < 1:
             raise ValueError("initial and batch_size must be >= 1")
         self.population, self.sample, self.initial = population, sample, initial
-        self.batch_size, self.floor_quantile = batch_size, floor_quantile
-
-    def _floor(self, problem: Problem) -> dict[str, float]:
-        o = problem.objectives[0]
-        return {o.key: self.floor_quantile} if o.maximize and self.floor_quantile else {}
+        self.batch_size = batch_size
 
     def _key(self, problem: Problem, metrics) -> tuple[float, float]:
         return problem.violation(metrics), problem.objectives[0].loss(metrics)
@@ -234,13 +242,12 @@ class NSGA2(_Assisted):
                  ehvi_share: float = 0.6, reference_quantile: float = 0.3,
                  floor_quantile: float = 0.3, infeasible_patience: int | None = 30,
                  seed_extremes: bool = False):
-        super().__init__(surrogate, candidates_per_child, infeasible_patience, seed_extremes)
-        for name, value in (("ehvi_share", ehvi_share), ("reference_quantile", reference_quantile),
-                            ("floor_quantile", floor_quantile)):
+        super().__init__(surrogate, candidates_per_child, floor_quantile, infeasible_patience,
+                         seed_extremes)
+        for name, value in (("ehvi_share", ehvi_share), ("reference_quantile", reference_quantile)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.ehvi_share, self.reference_quantile = ehvi_share, reference_quantile
-        self.floor_quantile = floor_quantile
         if population < 2 or offspring < 1:
             raise ValueError(f"need population >= 2 and offspring >= 1, got {population}, "
                              f"{offspring}")
@@ -282,10 +289,6 @@ class NSGA2(_Assisted):
         so that a small budget is not spent on the initial uniform sample."""
         return min(self.population, max(2, oracle.budget // 5))
 
-    def _floor(self, problem: Problem) -> dict[str, float]:
-        top = [o for o in problem.objectives if o.maximize]
-        return {top[0].key: self.floor_quantile} if len(top) == 1 and self.floor_quantile else {}
-
     def _preselect(self, oracle: Oracle, proposals: list[Arch], pred: dict, n: int) -> list[int]:
         """``round(ehvi_share * n)`` proposals by expected hypervolume improvement, then the
         rest in the non-dominated order (see the class docstring)."""
@@ -297,25 +300,25 @@ class NSGA2(_Assisted):
         """Up to ``k`` predicted-feasible proposals, greedily by expected hypervolume
         improvement of the feasible top-1 / cost fronts (one per cost objective)."""
         problem = oracle.problem
-        top = [o for o in problem.objectives if o.maximize]
+        top = _maximised(problem)
         costs = [o for o in problem.objectives if not o.maximize]
         evaluated = [c.metrics for c in oracle.candidates if problem.feasible(c.metrics)]
-        if k < 1 or len(top) != 1 or not costs or not evaluated:
+        if k < 1 or top is None or not costs or not evaluated:
             return []
-        key = top[0].key
+        key = top.key
         guesses = [_predicted_metrics(pred, i, 0.0, problem) for i in range(len(proposals))]
         ok = [i for i, g in enumerate(guesses) if problem.violation(g) == 0.0]
         initial = [c.metrics[key] for c in oracle.candidates[:self._size(oracle)]
                    if problem.feasible(c.metrics)]
         ref_top1 = float(np.quantile(initial or [m[key] for m in evaluated],
                                      self.reference_quantile))
+        front_costs = [[m[o.key] for m in evaluated] for o in costs]
         cost_values = [np.array([guesses[i][o.key] for i in ok]) for o in costs]
         largest = oracle.known_metrics([oracle.space.max_arch()])
-        ref_costs = [max([m[o.key] for m in evaluated] + list(values) + largest.get(o.key, []))
-                     for o, values in zip(costs, cost_values)]
+        ref_costs = [max(front + list(values) + largest.get(o.key, []))
+                     for o, front, values in zip(costs, front_costs, cost_values)]
         mean, std = pred[key]
-        picked = greedy_ehvi_batch(k, [m[key] for m in evaluated],
-                                   [[m[o.key] for m in evaluated] for o in costs], cost_values,
+        picked = greedy_ehvi_batch(k, [m[key] for m in evaluated], front_costs, cost_values,
                                    mean[ok], std[ok], ref_top1, ref_costs)
         return [ok[j] for j in picked]
 
